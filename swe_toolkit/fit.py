@@ -1,0 +1,368 @@
+"""Fitting the closed-form edit on a model: from captured activations to a :class:`SparseEdit`.
+
+Two sides are offered, both solved by :func:`swe_toolkit.solver.solve_edit`:
+
+* Input side. For safety neurons ``S`` of a layer, change rows ``S`` of the MLP's input
+  projections (gate and up, or the single one) so that, on harmful prompts in the target
+  languages, the neurons' pre-activations equal those of the parallel English prompts:
+  ``X`` are the target-language MLP inputs, ``R = W_S X_en - W_S X``, and the penalty uses the
+  second moment of the MLP inputs on general text.
+* Output side. Change columns ``S`` of the output projection so that the neurons' activations on
+  target-language prompts add, to the residual stream after the layer, the part of the
+  English-minus-target difference that lies in a safety subspace, times a gain. The subspace is
+  spanned by the directions that separate English harmful from harmless residuals at that layer.
+
+Both regress on every post-instruction position of every prompt: these template tokens are the
+same in all languages, so column ``j`` of the English and the target-language matrices belong to
+the same prompt and position.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .capture import Activations, SecondMoments, accumulate_second_moments, capture_activations
+from .edit import LayerEdit, Side, SparseEdit, make_layer_edit
+from .errors import ConfigurationError, ShapeError
+from .models.adapters import LayerMLP, get_adapter
+from .solver import EditSolution, solve_edit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Hyperparameters of one edit fit.
+
+    Attributes:
+        side: ``"input"`` or ``"output"`` (see the module docstring).
+        rank: rank bound r of the change; ``None`` for full rank.
+        alpha: weight of the general-text penalty ``alpha ||D X_g||^2``, per token: the general
+            second moment is rescaled to the number of fit columns, so ``alpha = 1`` weighs a
+            general token as much as a fit position.
+        lam_relative: ridge weight relative to the mean diagonal of ``X X^T + alpha K_g``.
+        constraint: ``"penalty"`` (soft) or ``"nullspace"`` (hard projection away from the
+            general-text subspace, keeping directions with eigenvalue below ``null_threshold``
+            times the largest).
+        null_threshold: relative eigenvalue threshold of the null-space constraint.
+        gain: output side only: multiplier on the English-minus-target target.
+        subspace_dim: output side only: number of safety directions spanning the target space.
+    """
+
+    side: Side = "input"
+    rank: int | None = 64
+    alpha: float = 1.0
+    lam_relative: float = 1e-2
+    constraint: str = "penalty"
+    null_threshold: float = 1e-3
+    gain: float = 1.0
+    subspace_dim: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the fields as a plain dict for reports and edit metadata."""
+        return dict(self.__dict__)
+
+
+def _columns(acts: Tensor) -> Tensor:
+    """Flatten ``(n_prompts, n_pos, dim)`` activations into ``(dim, n_prompts * n_pos)``."""
+    if acts.ndim != 3:
+        raise ShapeError(f"expected (prompts, positions, dim) activations, got {tuple(acts.shape)}")
+    return acts.reshape(-1, acts.shape[-1]).T
+
+
+def _scaled_moment(moments: SecondMoments | None, num_columns: int, device: torch.device) -> Tensor | None:
+    """Rescale a general-text second moment to ``num_columns`` tokens (see ``EditConfig.alpha``)."""
+    if moments is None:
+        return None
+    if moments.count < 1:
+        raise ConfigurationError("the general-text second moment was accumulated over 0 tokens")
+    return (moments.matrix * (num_columns / moments.count)).to(device=device, dtype=torch.float64)
+
+
+def safety_directions(harmful: Tensor, harmless: Tensor, num_directions: int = 1) -> Tensor:
+    """Return an orthonormal basis ``(d_model, q)`` of directions separating two groups.
+
+    The first column is the normalised difference of means (harmful minus harmless). Further
+    columns are the leading principal directions of the harmful samples' deviations from the
+    harmless mean, with the directions already chosen projected out, so they capture how harmful
+    prompts differ from harmless ones beyond the mean shift.
+
+    Args:
+        harmful: ``(n1, d_model)`` or ``(n1, n_pos, d_model)`` English harmful residuals.
+        harmless: the same for English harmless prompts.
+        num_directions: ``q >= 1``.
+    """
+    pos = harmful.reshape(-1, harmful.shape[-1]).to(torch.float64)
+    neg = harmless.reshape(-1, harmless.shape[-1]).to(torch.float64)
+    if pos.shape[1] != neg.shape[1]:
+        raise ShapeError(f"groups have widths {pos.shape[1]} and {neg.shape[1]}")
+    if not 1 <= num_directions <= pos.shape[1]:
+        raise ConfigurationError(
+            f"num_directions={num_directions} is out of range; use 1..{pos.shape[1]}"
+        )
+    mean_diff = pos.mean(0) - neg.mean(0)
+    norm = mean_diff.norm()
+    if norm == 0:
+        raise ConfigurationError("harmful and harmless means coincide; no safety direction exists")
+    basis = [mean_diff / norm]
+    if num_directions > 1:
+        deviations = pos - neg.mean(0)
+        first = basis[0]
+        deviations = deviations - (deviations @ first)[:, None] * first[None, :]
+        _, _, vh = torch.linalg.svd(deviations, full_matrices=False)
+        basis.extend(vh[: num_directions - 1])
+    q, _ = torch.linalg.qr(torch.stack(basis, dim=1))
+    # QR may flip signs; keep the first column pointing from harmless to harmful.
+    if torch.dot(q[:, 0], mean_diff) < 0:
+        q = -q
+    return q
+
+
+def solve_input_side(
+    layer: LayerMLP,
+    neurons: Tensor,
+    target_inputs: Tensor,
+    english_inputs: Tensor,
+    config: EditConfig,
+    general: SecondMoments | None = None,
+) -> tuple[LayerEdit, EditSolution]:
+    """Fit rows ``neurons`` of ``layer``'s input projections (no forward pass).
+
+    Args:
+        layer: the adapter's view of the layer.
+        neurons: ``(k,)`` safety-neuron indices.
+        target_inputs: ``(n, n_pos, d_model)`` MLP inputs of target-language harmful prompts.
+        english_inputs: ``(n, n_pos, d_model)`` MLP inputs of the parallel English prompts, row
+            ``i`` the translation of ``target_inputs`` row ``i``.
+        config: hyperparameters.
+        general: second moment of the MLP input on general text, ``(d_model, d_model)``.
+    """
+    if target_inputs.shape != english_inputs.shape:
+        raise ShapeError(
+            f"target-language inputs {tuple(target_inputs.shape)} and English inputs "
+            f"{tuple(english_inputs.shape)} must be parallel (same prompts and positions)"
+        )
+    device = layer.inputs[0].weight.device
+    index = neurons.to(device=device, dtype=torch.int64)
+    weights = torch.cat([view.neuron_slice(index).to(torch.float64) for view in layer.inputs])
+    x = _columns(target_inputs).to(device=device, dtype=torch.float64)
+    x_en = _columns(english_inputs).to(device=device, dtype=torch.float64)
+    residual = weights @ (x_en - x)
+    solution = solve_edit(
+        x,
+        residual,
+        K_g=_scaled_moment(general, x.shape[1], device),
+        alpha=config.alpha if general is not None else 0.0,
+        lam_relative=config.lam_relative,
+        rank=config.rank,
+        constraint=config.constraint,
+        null_threshold=config.null_threshold,
+    )
+    info = _solution_info(solution, x.shape[1])
+    edit = make_layer_edit(layer, "input", index, solution.left, solution.right, info)
+    return edit, solution
+
+
+def solve_output_side(
+    layer: LayerMLP,
+    neurons: Tensor,
+    target_neurons: Tensor,
+    target_residual: Tensor,
+    english_residual: Tensor,
+    directions: Tensor,
+    config: EditConfig,
+    general: SecondMoments | None = None,
+) -> tuple[LayerEdit, EditSolution]:
+    """Fit columns ``neurons`` of ``layer``'s output projection (no forward pass).
+
+    Args:
+        target_neurons: ``(n, n_pos, k)`` activations of the selected neurons on
+            target-language harmful prompts (columns in the order of ``neurons``).
+        target_residual: ``(n, n_pos, d_model)`` residual stream after the layer, same prompts.
+        english_residual: the same for the parallel English prompts.
+        directions: ``(d_model, q)`` orthonormal safety directions (:func:`safety_directions`).
+        general: second moment of the selected neurons' activations on general text, ``(k, k)``.
+    """
+    if target_residual.shape != english_residual.shape:
+        raise ShapeError(
+            f"target residuals {tuple(target_residual.shape)} and English residuals "
+            f"{tuple(english_residual.shape)} must be parallel"
+        )
+    if target_neurons.shape[:2] != target_residual.shape[:2]:
+        raise ShapeError("neuron activations and residuals must cover the same prompts and positions")
+    if target_neurons.shape[-1] != neurons.numel():
+        raise ShapeError(
+            f"neuron activations have {target_neurons.shape[-1]} columns for {neurons.numel()} neurons"
+        )
+    device = layer.output.weight.device
+    index = neurons.to(device=device, dtype=torch.int64)
+    x = _columns(target_neurons).to(device=device, dtype=torch.float64)
+    gap = _columns(english_residual - target_residual).to(device=device, dtype=torch.float64)
+    basis = directions.to(device=device, dtype=torch.float64)
+    target = config.gain * basis @ (basis.T @ gap)
+    solution = solve_edit(
+        x,
+        target,
+        K_g=_scaled_moment(general, x.shape[1], device),
+        alpha=config.alpha if general is not None else 0.0,
+        lam_relative=config.lam_relative,
+        rank=config.rank,
+        constraint=config.constraint,
+        null_threshold=config.null_threshold,
+    )
+    info = _solution_info(solution, x.shape[1])
+    edit = make_layer_edit(layer, "output", index, solution.left, solution.right, info)
+    return edit, solution
+
+
+def _solution_info(solution: EditSolution, num_columns: int) -> dict[str, Any]:
+    explained = 1.0 - solution.objective / max(solution.baseline_objective, 1e-300)
+    return {
+        "objective": solution.objective,
+        "baseline_objective": solution.baseline_objective,
+        "explained_fraction": explained,
+        "condition_number": solution.condition_number,
+        "num_columns": num_columns,
+    }
+
+
+def _check_parallel(english: Sequence[str], targets: Mapping[str, Sequence[str]]) -> None:
+    if not english:
+        raise ConfigurationError("no English fit prompts; pass at least one parallel prompt")
+    if not targets:
+        raise ConfigurationError("no target-language prompts; pass at least one language")
+    for lang, prompts in targets.items():
+        if len(prompts) != len(english):
+            raise ConfigurationError(
+                f"language {lang!r} has {len(prompts)} prompts but English has {len(english)}; "
+                "fit prompts must be parallel translations, row by row"
+            )
+
+
+def fit_edit(
+    model: nn.Module,
+    tokenizer: Any,
+    *,
+    english_harmful: Sequence[str],
+    target_harmful: Mapping[str, Sequence[str]],
+    neurons: Mapping[int, Tensor],
+    config: EditConfig = EditConfig(),
+    general_texts: Sequence[str] | None = None,
+    english_harmless: Sequence[str] | None = None,
+    model_id: str = "",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> SparseEdit:
+    """Fit an edit of every layer in ``neurons``, in increasing layer order.
+
+    Layers are fitted in sequence: after each layer is fitted, its edit is applied temporarily so
+    that the next layer's inputs are recomputed on the edited model, as the final edited model
+    will see them. The model is left unchanged on return (also on error).
+
+    Args:
+        english_harmful: English harmful fit prompts.
+        target_harmful: language -> the parallel translations of ``english_harmful``.
+        neurons: layer -> ``(k,)`` safety-neuron indices (e.g. ``Localization.selected``).
+        config: hyperparameters shared by all layers.
+        general_texts: texts for the utility penalty (``alpha``) or null space; ``None`` fits
+            without a penalty.
+        english_harmless: output side only: English harmless prompts, which with
+            ``english_harmful`` define the safety directions.
+    """
+    _check_parallel(english_harmful, target_harmful)
+    if config.side == "output" and not english_harmless:
+        raise ConfigurationError("the output-side edit needs english_harmless prompts")
+    if config.constraint == "nullspace" and not general_texts:
+        raise ConfigurationError("the nullspace constraint needs general_texts")
+    layers = sorted(int(layer) for layer in neurons)
+    if not layers:
+        raise ConfigurationError("no layers to edit; pass a non-empty neurons mapping")
+    adapter = get_adapter(model)
+    languages = list(target_harmful)
+    target_prompts = [p for lang in languages for p in target_harmful[lang]]
+
+    fitted: list[LayerEdit] = []
+    applied: list[SparseEdit] = []
+    try:
+        for layer_index in layers:
+            layer = adapter.layer(layer_index)
+            index = neurons[layer_index].to(torch.int64)
+            if config.side == "input":
+                sites = ("mlp_input",)
+                subset = None
+            else:
+                sites = ("neurons", "residual")
+                subset = {layer_index: index}
+            target = capture_activations(
+                model, tokenizer, target_prompts, [layer_index], sites=sites,
+                batch_size=batch_size, neuron_subset=subset, progress=progress,
+            )
+            english = capture_activations(
+                model, tokenizer, list(english_harmful), [layer_index], sites=("mlp_input", "residual"),
+                batch_size=batch_size, progress=progress,
+            )
+            english_rows = _repeat_rows(english, len(languages))
+            general = None
+            if general_texts:
+                site = "mlp_input" if config.side == "input" else "neurons"
+                general = accumulate_second_moments(
+                    model, tokenizer, list(general_texts), [layer_index], site=site,
+                    neuron_subset=subset, batch_size=batch_size, progress=progress,
+                )[layer_index]
+            if config.side == "input":
+                edit, _ = solve_input_side(
+                    layer, index, target.mlp_input[layer_index],
+                    english_rows.mlp_input[layer_index], config, general,
+                )
+            else:
+                harmless = capture_activations(
+                    model, tokenizer, list(english_harmless), [layer_index], sites=("residual",),
+                    batch_size=batch_size, progress=progress,
+                )
+                directions = safety_directions(
+                    english.residual[layer_index], harmless.residual[layer_index],
+                    config.subspace_dim,
+                )
+                edit, _ = solve_output_side(
+                    layer, index, target.neurons[layer_index], target.residual[layer_index],
+                    english_rows.residual[layer_index], directions, config, general,
+                )
+            logger.info(
+                "layer %d (%s side): %d neurons, rank %d, explains %.3f of the target",
+                layer_index, config.side, index.numel(), edit.rank, edit.info["explained_fraction"],
+            )
+            fitted.append(edit)
+            if layer_index != layers[-1]:
+                applied.append(SparseEdit([edit], model_id=model_id).apply(model))
+    finally:
+        for edit in reversed(applied):
+            edit.revert(model)
+
+    hyper = config.as_dict() | {
+        "layers": layers,
+        "languages": languages,
+        "num_fit_prompts": len(english_harmful),
+        "num_general_texts": len(general_texts or []),
+    }
+    return SparseEdit(fitted, model_id=model_id, hyperparameters=hyper)
+
+
+def _repeat_rows(acts: Activations, times: int) -> Activations:
+    """Tile every captured tensor ``times`` along the prompt axis (English rows per language)."""
+    def tile(mapping: dict[int, Tensor]) -> dict[int, Tensor]:
+        return {layer: value.repeat(times, 1, 1) for layer, value in mapping.items()}
+
+    return Activations(
+        layers=acts.layers,
+        positions=acts.positions,
+        mlp_input=tile(acts.mlp_input),
+        neurons=tile(acts.neurons),
+        residual=tile(acts.residual),
+        suffix_ids=acts.suffix_ids,
+    )
