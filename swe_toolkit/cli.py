@@ -76,10 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(commands: argparse._SubParsersAction) -> None:
     """Register commands defined in other modules (the main job lives in :mod:`.pipeline`)."""
-    try:
-        from .pipeline import register_cli
-    except ImportError:  # pragma: no cover - the pipeline module is optional at import time
-        return
+    from .pipeline import register_cli
+
     register_cli(commands)
 
 
@@ -92,11 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except SweToolkitError as error:
-        print(f"swe-toolkit: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except FileExistsError as error:
-        print(f"swe-toolkit: error: {error}", file=sys.stderr)
+    except (SweToolkitError, FileExistsError) as error:
+        message = " ".join(str(error).split())
+        print(f"swe-toolkit: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("swe-toolkit: interrupted", file=sys.stderr)

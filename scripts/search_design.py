@@ -1,0 +1,256 @@
+"""Search the edit's design space on the dev split and write a table of the results.
+
+Every configuration is fitted on the fit split and scored on the dev split with the logit judge
+(the probability that the reply starts as a refusal, one forward pass per prompt) and the mean KL
+on general dev texts. Activations of single-layer configurations come from one cached capture
+per language, so most configurations cost one solve and one evaluation pass.
+
+Usage::
+
+    python scripts/search_design.py --model qwen2.5-coder-1.5b-instruct --out results/search.jsonl
+
+Results are appended to ``--out`` as JSON lines, one per configuration, so an interrupted search
+keeps what it measured. ``--only NAME`` runs the named configurations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from swe_toolkit.capture import SecondMoments, accumulate_second_moments, capture_activations
+from swe_toolkit.datasets import LANGUAGES, load_project_set
+from swe_toolkit.edit import SparseEdit
+from swe_toolkit.evaluation import LogitJudge, mean_kl_divergence
+from swe_toolkit.fit import EditConfig, fit_edit, safety_directions, solve_input_side, solve_output_side
+from swe_toolkit.localize import localize
+from swe_toolkit.models import load_model
+from swe_toolkit.models.adapters import get_adapter
+
+logger = logging.getLogger("search_design")
+
+
+def grid(num_layers: int, d_ff: int) -> list[dict]:
+    """Configurations to try: name, layers, neuron count, edit settings, positions, fit size."""
+    mid = round(0.55 * (num_layers - 1))
+    late = round(0.75 * (num_layers - 1))
+    early = round(0.4 * (num_layers - 1))
+    configs = [
+        dict(name="in-mid-1024-r256", layers=[mid], k=1024, cfg=EditConfig("input", 256, 1.0, 1e-2)),
+        dict(name="in-mid-dense-full", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
+        dict(name="in-mid-dense-weak", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 0.1, 1e-4)),
+        dict(name="in-early-dense", layers=[early], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
+        dict(name="in-late-dense", layers=[late], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
+        dict(name="in-mid-4096-r512", layers=[mid], k=4096, cfg=EditConfig("input", 512, 1.0, 1e-3)),
+        dict(name="in-mid-dense-nullspace", layers=[mid], k=d_ff,
+             cfg=EditConfig("input", None, 0.0, 1e-3, constraint="nullspace", null_threshold=1e-4)),
+        dict(name="out-mid-4096-g1", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=1.0)),
+        dict(name="out-mid-4096-g4", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
+        dict(name="out-mid-4096-g4-q4", layers=[mid], k=4096,
+             cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0, subspace_dim=4)),
+        dict(name="out-late-4096-g4", layers=[late], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
+        dict(name="in-mid-dense-halfdata", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3),
+             fit_fraction=0.5),
+        dict(name="in-mid-dense-meanpos", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3),
+             positions="mean"),
+        dict(name="in-multi-dense", layers=[early, mid, late], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
+        dict(name="out-multi-4096-g4", layers=[early, mid, late], k=4096,
+             cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
+    ]
+    return configs
+
+
+class Search:
+    """Holds the model, data, cached activations and the evaluation of one search."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.model, self.tokenizer = load_model(args.model)
+        self.adapter = get_adapter(self.model)
+        self.languages = list(LANGUAGES)
+        self.targets = [lang for lang in self.languages if lang != "en"]
+        harmful = load_project_set("harmful")
+        harmless = load_project_set("harmless")
+        general = load_project_set("general")
+        self.harmful_fit = harmful.split("fit")
+        self.harmful_dev = harmful.split("dev")
+        self.harmless_fit = harmless.split("fit")
+        self.harmless_dev = harmless.split("dev")
+        self.general_fit = general.split("fit").take(args.num_general, seed=0)
+        self.general_dev = general.split("dev").take(6, seed=0)
+        self.judge = LogitJudge(self.model, self.tokenizer, batch_size=args.batch_size, progress=False)
+        self.cache: dict[tuple, object] = {}
+
+    # --- cached inputs ---------------------------------------------------------------------------
+
+    def localization(self):
+        if "loc" not in self.cache:
+            layers = list(range(self.adapter.num_layers))
+            kw = dict(sites=("neurons",), batch_size=self.args.batch_size, progress=False)
+            harmful = capture_activations(self.model, self.tokenizer, self.harmful_fit.texts("en"), layers, **kw)
+            harmless = capture_activations(self.model, self.tokenizer, self.harmless_fit.texts("en"), layers, **kw)
+            self.cache["loc"] = localize(harmful.neurons, harmless.neurons, k=self.adapter.d_ff)
+        return self.cache["loc"]
+
+    def neurons(self, layer: int, k: int) -> torch.Tensor:
+        scores = self.localization().scores[layer]
+        return torch.argsort(scores.abs(), descending=True, stable=True)[:k].sort().values
+
+    def general_texts(self) -> list[str]:
+        return [t for lang in self.languages for t in self.general_fit.texts(lang)] + [
+            t for lang in self.languages for t in self.harmless_fit.texts(lang)
+        ]
+
+    def captured(self, layer: int, positions: str, side: str, k: int):
+        key = ("acts", layer, positions, side, k)
+        if key in self.cache:
+            return self.cache[key]
+        kw = dict(batch_size=self.args.batch_size, progress=False, positions=positions)
+        result = {}
+        subset = {layer: self.neurons(layer, k)} if side == "output" else None
+        sites = ("mlp_input",) if side == "input" else ("neurons", "residual")
+        for lang in self.languages:
+            result[lang] = capture_activations(
+                self.model, self.tokenizer, self.harmful_fit.texts(lang), [layer], sites=sites,
+                neuron_subset=subset, **kw,
+            )
+        if side == "output":
+            result["harmless_en"] = capture_activations(
+                self.model, self.tokenizer, self.harmless_fit.texts("en"), [layer], sites=("residual",), **kw
+            )
+        self.cache[key] = result
+        return result
+
+    def moments(self, layer: int, side: str, k: int) -> SecondMoments:
+        key = ("mom", layer, side, k)
+        if key not in self.cache:
+            subset = {layer: self.neurons(layer, k)} if side == "output" else None
+            self.cache[key] = accumulate_second_moments(
+                self.model, self.tokenizer, self.general_texts(), [layer],
+                site="mlp_input" if side == "input" else "neurons", neuron_subset=subset,
+                batch_size=self.args.batch_size, progress=False,
+            )[layer]
+        return self.cache[key]
+
+    # --- fitting and scoring -----------------------------------------------------------------------
+
+    def fit_single(self, spec: dict) -> SparseEdit:
+        (layer,) = spec["layers"]
+        cfg: EditConfig = spec["cfg"]
+        k = spec["k"]
+        acts = self.captured(layer, spec.get("positions", "post_instruction"), cfg.side, k)
+        rows = self._fit_rows(spec)
+        layer_view = self.adapter.layer(layer)
+        neurons = self.neurons(layer, k)
+        general = self.moments(layer, cfg.side, k)
+        if cfg.side == "input":
+            target = torch.cat([acts[lang].mlp_input[layer][rows] for lang in self.targets])
+            english = acts["en"].mlp_input[layer][rows].repeat(len(self.targets), 1, 1)
+            edit, _ = solve_input_side(layer_view, neurons, target, english, cfg, general)
+        else:
+            directions = safety_directions(
+                acts["en"].residual[layer], acts["harmless_en"].residual[layer], cfg.subspace_dim
+            )
+            x = torch.cat([acts[lang].neurons[layer][rows] for lang in self.targets])
+            target = torch.cat([acts[lang].residual[layer][rows] for lang in self.targets])
+            english = acts["en"].residual[layer][rows].repeat(len(self.targets), 1, 1)
+            edit, _ = solve_output_side(layer_view, neurons, x, target, english, directions, cfg, general)
+        return SparseEdit([edit], model_id=self.args.model, hyperparameters=cfg.as_dict())
+
+    def _fit_rows(self, spec: dict) -> torch.Tensor:
+        n = len(self.harmful_fit)
+        count = max(2, round(spec.get("fit_fraction", 1.0) * n))
+        return torch.arange(count)
+
+    def fit_multi(self, spec: dict) -> SparseEdit:
+        cfg: EditConfig = spec["cfg"]
+        neurons = {layer: self.neurons(layer, spec["k"]) for layer in spec["layers"]}
+        return fit_edit(
+            self.model, self.tokenizer,
+            english_harmful=self.harmful_fit.texts("en"),
+            target_harmful={lang: self.harmful_fit.texts(lang) for lang in self.targets},
+            neurons=neurons, config=cfg, general_texts=self.general_texts(),
+            english_harmless=self.harmless_fit.texts("en"), model_id=self.args.model,
+            batch_size=self.args.batch_size, progress=False,
+        )
+
+    def refusal_scores(self, dataset, languages) -> dict[str, float]:
+        scores = {}
+        for lang in languages:
+            result = self.judge.judge(dataset.texts(lang), None, lang)
+            scores[lang] = sum(result.scores) / len(result.scores)
+        return scores
+
+    def evaluate(self, edit: SparseEdit | None) -> dict:
+        over_langs = ["en", "th", "bn"]
+        if edit is None:
+            harmful = self.refusal_scores(self.harmful_dev, self.languages)
+            harmless = self.refusal_scores(self.harmless_dev, over_langs)
+            return {"harmful": harmful, "harmless": harmless, "kl": 0.0}
+        with edit.applied(self.model):
+            harmful = self.refusal_scores(self.harmful_dev, self.languages)
+            harmless = self.refusal_scores(self.harmless_dev, over_langs)
+        general = [t for lang in self.languages for t in self.general_dev.texts(lang)]
+        kl = mean_kl_divergence(self.model, self.tokenizer, general, edit, batch_size=self.args.batch_size,
+                                progress=False)
+        return {"harmful": harmful, "harmless": harmless, "kl": kl.mean}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
+    parser.add_argument("--out", type=Path, default=Path("results/search.jsonl"))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-general", type=int, default=24, help="general fit texts per language")
+    parser.add_argument("--only", nargs="*", default=None, help="names of configurations to run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.manual_seed(0)
+
+    search = Search(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if args.out.exists():
+        done = {json.loads(line)["name"] for line in args.out.read_text().splitlines() if line.strip()}
+
+    def record(row: dict) -> None:
+        with open(args.out, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        harmful = row["harmful"]
+        non_en = sum(v for k, v in harmful.items() if k != "en") / (len(harmful) - 1)
+        logger.info("%s: en %.3f non-en %.3f harmless-en %.3f kl %.4f (%.0f s)", row["name"],
+                    harmful["en"], non_en, row["harmless"]["en"], row["kl"], row["seconds"])
+
+    if "baseline" not in done:
+        start = time.perf_counter()
+        record({"name": "baseline", **search.evaluate(None), "seconds": time.perf_counter() - start})
+
+    for spec in grid(search.adapter.num_layers, search.adapter.d_ff):
+        if spec["name"] in done or (args.only and spec["name"] not in args.only):
+            continue
+        start = time.perf_counter()
+        try:
+            edit = search.fit_single(spec) if len(spec["layers"]) == 1 else search.fit_multi(spec)
+            fitted = time.perf_counter() - start
+            row = {"name": spec["name"], **search.evaluate(edit)}
+        except Exception as error:  # keep searching; the row records the failure
+            logger.exception("configuration %s failed", spec["name"])
+            row = {"name": spec["name"], "error": str(error), "harmful": {"en": float("nan")},
+                   "harmless": {"en": float("nan")}, "kl": float("nan")}
+            fitted = float("nan")
+        row.update(
+            layers=spec["layers"], k=spec["k"], config=spec["cfg"].as_dict(),
+            positions=spec.get("positions", "post_instruction"), fit_fraction=spec.get("fit_fraction", 1.0),
+            fit_seconds=fitted, seconds=time.perf_counter() - start,
+        )
+        record(row)
+        search.cache = {key: value for key, value in search.cache.items() if key[0] in ("loc", "acts", "mom")}
+
+
+if __name__ == "__main__":
+    main()
