@@ -154,16 +154,7 @@ def solve_input_side(
     x = _columns(target_inputs).to(device=device, dtype=torch.float64)
     x_en = _columns(english_inputs).to(device=device, dtype=torch.float64)
     residual = weights @ (x_en - x)
-    solution = solve_edit(
-        x,
-        residual,
-        K_g=_scaled_moment(general, x.shape[1], device),
-        alpha=config.alpha if general is not None else 0.0,
-        lam_relative=config.lam_relative,
-        rank=config.rank,
-        constraint=config.constraint,
-        null_threshold=config.null_threshold,
-    )
+    solution = _solve(x, residual, config, general)
     info = _solution_info(solution, x.shape[1])
     edit = make_layer_edit(layer, "input", index, solution.left, solution.right, info)
     return edit, solution
@@ -206,19 +197,24 @@ def solve_output_side(
     gap = _columns(english_residual - target_residual).to(device=device, dtype=torch.float64)
     basis = directions.to(device=device, dtype=torch.float64)
     target = config.gain * basis @ (basis.T @ gap)
-    solution = solve_edit(
+    solution = _solve(x, target, config, general)
+    info = _solution_info(solution, x.shape[1])
+    edit = make_layer_edit(layer, "output", index, solution.left, solution.right, info)
+    return edit, solution
+
+
+def _solve(x: Tensor, target: Tensor, config: EditConfig, general: SecondMoments | None) -> EditSolution:
+    """Solve for ``D`` with ``D x ~ target``, penalising general inputs when ``general`` is given."""
+    return solve_edit(
         x,
         target,
-        K_g=_scaled_moment(general, x.shape[1], device),
+        K_g=_scaled_moment(general, x.shape[1], x.device),
         alpha=config.alpha if general is not None else 0.0,
         lam_relative=config.lam_relative,
         rank=config.rank,
         constraint=config.constraint,
         null_threshold=config.null_threshold,
     )
-    info = _solution_info(solution, x.shape[1])
-    edit = make_layer_edit(layer, "output", index, solution.left, solution.right, info)
-    return edit, solution
 
 
 def _solution_info(solution: EditSolution, num_columns: int) -> dict[str, Any]:
