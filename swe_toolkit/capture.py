@@ -106,6 +106,25 @@ class SecondMoments:
         mean = self.mean
         return self.normalized - torch.outer(mean, mean)
 
+    def merged(self, other: SecondMoments) -> SecondMoments:
+        """Return the moments of both token sets together (same layer, site and neurons)."""
+        same_neurons = (self.neurons is None and other.neurons is None) or (
+            self.neurons is not None and other.neurons is not None and torch.equal(self.neurons, other.neurons)
+        )
+        if (self.layer, self.site) != (other.layer, other.site) or not same_neurons:
+            raise ConfigurationError(
+                f"Cannot merge moments of layer {self.layer} site {self.site!r} with layer {other.layer} "
+                f"site {other.site!r}; they must cover the same layer, site and neurons."
+            )
+        return SecondMoments(
+            layer=self.layer,
+            site=self.site,
+            matrix=self.matrix + other.matrix.to(self.matrix.device),
+            sum=self.sum + other.sum.to(self.sum.device),
+            count=self.count + other.count,
+            neurons=self.neurons,
+        )
+
     def _checked_count(self) -> int:
         if self.count <= 0:
             raise ConfigurationError(f"No tokens were accumulated for site {self.site!r} at layer {self.layer}.")

@@ -251,6 +251,7 @@ def fit_edit(
     config: EditConfig = EditConfig(),
     general_texts: Sequence[str] | None = None,
     english_harmless: Sequence[str] | None = None,
+    preserve_prompts: Sequence[str] | None = None,
     model_id: str = "",
     batch_size: int = 8,
     progress: bool = True,
@@ -270,12 +271,15 @@ def fit_edit(
             without a penalty.
         english_harmless: output side only: English harmless prompts, which with
             ``english_harmful`` define the safety directions.
+        preserve_prompts: prompts (e.g. harmless requests in every language) rendered with the
+            chat template whose tokens join ``general_texts`` in the penalty, so the edit also
+            leaves the template positions of harmless requests unchanged.
     """
     _check_parallel(english_harmful, target_harmful)
     if config.side == "output" and not english_harmless:
         raise ConfigurationError("the output-side edit needs english_harmless prompts")
-    if config.constraint == "nullspace" and not general_texts:
-        raise ConfigurationError("the nullspace constraint needs general_texts")
+    if config.constraint == "nullspace" and not (general_texts or preserve_prompts):
+        raise ConfigurationError("the nullspace constraint needs general_texts or preserve_prompts")
     layers = sorted(int(layer) for layer in neurons)
     if not layers:
         raise ConfigurationError("no layers to edit; pass a non-empty neurons mapping")
@@ -304,13 +308,10 @@ def fit_edit(
                 batch_size=batch_size, progress=progress,
             )
             english_rows = _repeat_rows(english, len(languages))
-            general = None
-            if general_texts:
-                site = "mlp_input" if config.side == "input" else "neurons"
-                general = accumulate_second_moments(
-                    model, tokenizer, list(general_texts), [layer_index], site=site,
-                    neuron_subset=subset, batch_size=batch_size, progress=progress,
-                )[layer_index]
+            general = _penalty_moments(
+                model, tokenizer, layer_index, config.side, subset, general_texts, preserve_prompts,
+                batch_size=batch_size, progress=progress,
+            )
             if config.side == "input":
                 edit, _ = solve_input_side(
                     layer, index, target.mlp_input[layer_index],
@@ -347,6 +348,32 @@ def fit_edit(
         "num_general_texts": len(general_texts or []),
     }
     return SparseEdit(fitted, model_id=model_id, hyperparameters=hyper)
+
+
+def _penalty_moments(
+    model: nn.Module,
+    tokenizer: Any,
+    layer_index: int,
+    side: Side,
+    subset: dict[int, Tensor] | None,
+    general_texts: Sequence[str] | None,
+    preserve_prompts: Sequence[str] | None,
+    *,
+    batch_size: int,
+    progress: bool,
+) -> SecondMoments | None:
+    """Accumulate the penalty's second moment over general texts and templated prompts."""
+    site = "mlp_input" if side == "input" else "neurons"
+    total: SecondMoments | None = None
+    for texts, templated in ((general_texts, False), (preserve_prompts, True)):
+        if not texts:
+            continue
+        moments = accumulate_second_moments(
+            model, tokenizer, list(texts), [layer_index], site=site, neuron_subset=subset,
+            use_chat_template=templated, batch_size=batch_size, progress=progress,
+        )[layer_index]
+        total = moments if total is None else total.merged(moments)
+    return total
 
 
 def _repeat_rows(acts: Activations, times: int) -> Activations:

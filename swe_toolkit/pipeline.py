@@ -319,6 +319,7 @@ def fit_run_edit(
     """Fit the edit on the fit split: English harmful prompts are the targets of the others."""
     targets = {lang: data.harmful_fit.texts(lang) for lang in config.languages if lang != "en"}
     general = [text for lang in config.languages for text in data.general_fit.texts(lang)]
+    harmless = [text for lang in config.languages for text in data.harmless_fit.texts(lang)]
     return fit_edit(
         model,
         tokenizer,
@@ -328,6 +329,7 @@ def fit_run_edit(
         config=config.edit_config(),
         general_texts=general,
         english_harmless=data.harmless_fit.texts("en"),
+        preserve_prompts=harmless,
         model_id=config.model,
         batch_size=config.batch_size,
         progress=config.progress,

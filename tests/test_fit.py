@@ -181,3 +181,37 @@ def test_fit_rejects_non_parallel_prompts(setup) -> None:
     with pytest.raises(ConfigurationError, match="english_harmless"):
         fit_edit(model, tokenizer, english_harmful=ENGLISH, target_harmful={"th": TARGET},
                  neurons={1: torch.arange(4)}, config=EditConfig(side="output"), progress=False)
+
+
+def test_preserve_prompts_reduce_change_on_harmless_prompts(setup) -> None:
+    model, tokenizer = setup
+    neurons = torch.arange(16)
+    harmless = ["tell me a joke", "what time is it", "name a color", "count to five"]
+    before = _pre_activations(model, tokenizer, harmless, 2, neurons)
+    changes = []
+    for preserve in (None, harmless):
+        edit = fit_edit(
+            model, tokenizer, english_harmful=ENGLISH, target_harmful={"th": TARGET},
+            neurons={2: neurons}, general_texts=GENERAL[:2], preserve_prompts=preserve,
+            config=EditConfig(side="input", rank=4, alpha=10.0, lam_relative=1e-4), progress=False,
+        )
+        with edit.applied(model):
+            after = _pre_activations(model, tokenizer, harmless, 2, neurons)
+        changes.append(float((after - before).norm()))
+    assert changes[1] < 0.5 * changes[0]
+
+
+def test_merged_moments_add_counts_and_sums() -> None:
+    from swe_toolkit.capture import accumulate_second_moments
+
+    model = make_tiny_model("qwen2")
+    tokenizer = make_tiny_tokenizer()
+    both = accumulate_second_moments(model, tokenizer, GENERAL[:4], [1], progress=False)[1]
+    first = accumulate_second_moments(model, tokenizer, GENERAL[:2], [1], progress=False)[1]
+    second = accumulate_second_moments(model, tokenizer, GENERAL[2:4], [1], progress=False)[1]
+    merged = first.merged(second)
+    assert merged.count == both.count
+    torch.testing.assert_close(merged.matrix, both.matrix, rtol=1e-6, atol=1e-6)
+    other_layer = accumulate_second_moments(model, tokenizer, GENERAL[:2], [2], progress=False)[2]
+    with pytest.raises(ConfigurationError, match="Cannot merge"):
+        first.merged(other_layer)
