@@ -40,27 +40,28 @@ def grid(num_layers: int, d_ff: int) -> list[dict]:
     mid = round(0.55 * (num_layers - 1))
     late = round(0.75 * (num_layers - 1))
     early = round(0.4 * (num_layers - 1))
+    # Ordered by how much each configuration tells: a run that is cut short keeps the first rows.
     configs = [
-        dict(name="in-mid-1024-r256", layers=[mid], k=1024, cfg=EditConfig("input", 256, 1.0, 1e-2)),
         dict(name="in-mid-dense-full", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
-        dict(name="in-mid-dense-weak", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 0.1, 1e-4)),
-        dict(name="in-early-dense", layers=[early], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
-        dict(name="in-late-dense", layers=[late], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
-        dict(name="in-mid-4096-r512", layers=[mid], k=4096, cfg=EditConfig("input", 512, 1.0, 1e-3)),
-        dict(name="in-mid-dense-nullspace", layers=[mid], k=d_ff,
-             cfg=EditConfig("input", None, 0.0, 1e-3, constraint="nullspace", null_threshold=1e-4)),
-        dict(name="out-mid-4096-g1", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=1.0)),
         dict(name="out-mid-4096-g4", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
+        dict(name="in-multi-dense", layers=[early, mid, late], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
+        dict(name="out-multi-4096-g4", layers=[early, mid, late], k=4096,
+             cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
+        dict(name="in-mid-1024-r256", layers=[mid], k=1024, cfg=EditConfig("input", 256, 1.0, 1e-2)),
+        dict(name="in-mid-dense-weak", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 0.1, 1e-4)),
+        dict(name="in-late-dense", layers=[late], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
+        dict(name="in-early-dense", layers=[early], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
+        dict(name="out-mid-4096-g1", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=1.0)),
         dict(name="out-mid-4096-g4-q4", layers=[mid], k=4096,
              cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0, subspace_dim=4)),
         dict(name="out-late-4096-g4", layers=[late], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
+        dict(name="in-mid-4096-r512", layers=[mid], k=4096, cfg=EditConfig("input", 512, 1.0, 1e-3)),
+        dict(name="in-mid-dense-nullspace", layers=[mid], k=d_ff,
+             cfg=EditConfig("input", None, 0.0, 1e-3, constraint="nullspace", null_threshold=1e-4)),
         dict(name="in-mid-dense-halfdata", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3),
              fit_fraction=0.5),
         dict(name="in-mid-dense-meanpos", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3),
              positions="mean"),
-        dict(name="in-multi-dense", layers=[early, mid, late], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
-        dict(name="out-multi-4096-g4", layers=[early, mid, late], k=4096,
-             cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
     ]
     return configs
 
@@ -102,9 +103,10 @@ class Search:
         return torch.argsort(scores.abs(), descending=True, stable=True)[:k].sort().values
 
     def general_texts(self) -> list[str]:
-        return [t for lang in self.languages for t in self.general_fit.texts(lang)] + [
-            t for lang in self.languages for t in self.harmless_fit.texts(lang)
-        ]
+        return [t for lang in self.languages for t in self.general_fit.texts(lang)]
+
+    def preserve_prompts(self) -> list[str]:
+        return [t for lang in self.languages for t in self.harmless_fit.texts(lang)]
 
     def captured(self, layer: int, positions: str, side: str, k: int):
         key = ("acts", layer, positions, side, k)
@@ -130,11 +132,15 @@ class Search:
         key = ("mom", layer, side, k)
         if key not in self.cache:
             subset = {layer: self.neurons(layer, k)} if side == "output" else None
-            self.cache[key] = accumulate_second_moments(
-                self.model, self.tokenizer, self.general_texts(), [layer],
-                site="mlp_input" if side == "input" else "neurons", neuron_subset=subset,
-                batch_size=self.args.batch_size, progress=False,
-            )[layer]
+            site = "mlp_input" if side == "input" else "neurons"
+            general, harmless = (
+                accumulate_second_moments(
+                    self.model, self.tokenizer, texts, [layer], site=site, neuron_subset=subset,
+                    use_chat_template=templated, batch_size=self.args.batch_size, progress=False,
+                )[layer]
+                for texts, templated in ((self.general_texts(), False), (self.preserve_prompts(), True))
+            )
+            self.cache[key] = general.merged(harmless)
         return self.cache[key]
 
     # --- fitting and scoring -----------------------------------------------------------------------
@@ -175,6 +181,7 @@ class Search:
             english_harmful=self.harmful_fit.texts("en"),
             target_harmful={lang: self.harmful_fit.texts(lang) for lang in self.targets},
             neurons=neurons, config=cfg, general_texts=self.general_texts(),
+            preserve_prompts=self.preserve_prompts(),
             english_harmless=self.harmless_fit.texts("en"), model_id=self.args.model,
             batch_size=self.args.batch_size, progress=False,
         )
