@@ -78,12 +78,13 @@ class RunConfig:
     null_threshold: float = 1e-3
     gain: float = 1.0
     subspace_dim: int = 1
-    max_new_tokens: int = 32
-    batch_size: int = 8
+    max_new_tokens: int = 12
+    batch_size: int = 16
     judge: str = "lexicon"
     num_fit: int | None = None
-    num_test: int | None = None
-    num_general: int = 64
+    num_test: int | None = 32
+    num_general: int = 32
+    num_kl: int = 12
     seed: int = 0
     device: str = "auto"
     dtype: str | None = None
@@ -196,7 +197,7 @@ def load_run_data(config: RunConfig) -> RunData:
         harmless_fit=harmless.split("fit").take(config.num_fit, seed=config.seed),
         harmless_test=harmless.split("test").take(config.num_test, seed=config.seed),
         general_fit=general.split("fit").take(config.num_general, seed=config.seed),
-        general_test=general.split("test").take(config.num_general, seed=config.seed),
+        general_test=general.split("test"),
     )
     for part in dataclasses.fields(data):
         name = part.name
@@ -341,13 +342,15 @@ def measure_kl(
 ) -> dict[str, dict[str, float]]:
     """Mean KL between original and edited next-token distributions, per language and set."""
     result: dict[str, dict[str, float]] = {}
+    general_set = data.general_test.take(config.num_kl, seed=config.seed)
+    harmless_set = data.harmless_test.take(config.num_kl, seed=config.seed)
     for lang in config.languages:
         general = mean_kl_divergence(
-            model, tokenizer, data.general_test.texts(lang), edit,
+            model, tokenizer, general_set.texts(lang), edit,
             batch_size=config.batch_size, progress=config.progress,
         )
         harmless = mean_kl_divergence(
-            model, tokenizer, data.harmless_test.texts(lang), edit, use_chat_template=True,
+            model, tokenizer, harmless_set.texts(lang), edit, use_chat_template=True,
             batch_size=config.batch_size, progress=config.progress,
         )
         result[lang] = {"general": float(general.mean), "harmless": float(harmless.mean)}
@@ -624,6 +627,15 @@ def _parse_layers(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"invalid layer list {text!r}; use integers like 16 or 12,16") from None
 
 
+def _parse_count(text: str) -> int | None:
+    if text.lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}; use a positive integer or 'all'") from None
+
+
 def _parse_rank(text: str) -> int | None:
     if text.lower() in ("full", "none"):
         return None
@@ -670,9 +682,13 @@ def register_cli(commands: argparse._SubParsersAction) -> None:
     add("--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens generated per reply")
     add("--batch-size", type=int, default=d.batch_size, help="prompts per forward pass")
     add("--judge", default=d.judge, help="refusal judge: lexicon, logit or guard:<model id>")
-    add("--num-fit", type=int, default=d.num_fit, help="cap on fit prompts per set (default: the whole fit split)")
-    add("--num-test", type=int, default=d.num_test, help="cap on test prompts per set (default: the whole test split)")
-    add("--num-general", type=int, default=d.num_general, help="general texts per language for the penalty and KL")
+    add("--num-fit", type=_parse_count, default=d.num_fit,
+        help="fit prompts per set, drawn from the fit split; 'all' for the whole split")
+    add("--num-test", type=_parse_count, default=d.num_test,
+        help="test prompts per set and language, drawn from the test split by a seeded hash; 'all' for the whole split")
+    add("--num-general", type=int, default=d.num_general, help="general fit texts per language for the penalty")
+    add("--num-kl", type=int, default=d.num_kl,
+        help="general and harmless test texts per language for the KL divergence")
     add("--harmful", dest="harmful_path", type=Path, default=None, help="parallel harmful JSONL replacing the built-in set")
     add("--harmless", dest="harmless_path", type=Path, default=None, help="parallel harmless JSONL replacing the built-in set")
     add("--general", dest="general_path", type=Path, default=None, help="parallel general-text JSONL replacing the built-in set")
@@ -707,6 +723,7 @@ def _validate_numbers(config: RunConfig) -> None:
         ("--max-new-tokens", config.max_new_tokens, config.max_new_tokens >= 1, "a positive count"),
         ("--batch-size", config.batch_size, config.batch_size >= 1, "a positive count"),
         ("--num-general", config.num_general, config.num_general >= 2, "at least 2"),
+        ("--num-kl", config.num_kl, config.num_kl >= 1, "a positive count"),
         ("--subspace-dim", config.subspace_dim, config.subspace_dim >= 1, "a positive count"),
     ]
     for option, value, ok, expected in checks:

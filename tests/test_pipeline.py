@@ -13,7 +13,7 @@ from swe_toolkit.errors import ConfigurationError
 from swe_toolkit.pipeline import RunConfig, parse_languages, run, truncate_reply
 
 FAST = [
-    "--num-fit", "4", "--num-test", "3", "--num-general", "3", "--max-new-tokens", "3",
+    "--num-fit", "4", "--num-test", "3", "--num-general", "3", "--num-kl", "2", "--max-new-tokens", "3",
     "--neurons", "8", "--rank", "2", "--layer", "2", "--no-progress",
 ]
 
@@ -145,7 +145,7 @@ def test_truncate_reply_shortens_long_text() -> None:
 def test_run_function_returns_report(model_dir, tmp_path) -> None:
     config = RunConfig(
         model=str(model_dir), languages=("en", "th"), layers=(1,), neurons=8, rank=2, num_fit=4,
-        num_test=3, num_general=3, max_new_tokens=2, out=tmp_path / "r", progress=False, side="output",
+        num_test=3, num_general=3, num_kl=2, max_new_tokens=2, out=tmp_path / "r", progress=False, side="output",
     )
     report = run(config)
     assert report["settings"]["side"] == "output"
