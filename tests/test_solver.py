@@ -222,6 +222,120 @@ def test_edit_objective_matches_numpy():
     assert value == pytest.approx(expected, rel=1e-12)
 
 
+# Gram eigendecomposition vs full SVD
+
+
+def svd_reference(X, R, K_g, alpha, lam, rank):
+    """Return D = [M]_r L^{-1} and all singular values of M, from a full NumPy SVD of M = R X^T L^{-T}."""
+    L = np.linalg.cholesky(system_matrix(X, K_g, alpha, lam))
+    M = np.linalg.solve(L, X.numpy() @ R.numpy().T).T
+    U, S, Vh = np.linalg.svd(M, full_matrices=False)
+    truncated = (U[:, :rank] * S[:rank]) @ Vh[:rank]
+    return np.linalg.solve(L.T, truncated.T).T, S
+
+
+@pytest.mark.parametrize(
+    ("d", "k", "rank"),
+    [(8, 12, 3), (8, 8, 3), (12, 6, 3), (8, 12, 8), (12, 6, 6), (8, 8, 8)],
+    ids=["k>d", "k=d", "k<d", "full-rank-k>d", "full-rank-k<d", "full-rank-k=d"],
+)
+def test_gram_path_matches_svd_reference(d, k, rank):
+    X, R, _, K_g = make_problem(400 + d + k + rank, d=d, k=k)
+    alpha, lam = 0.6, 0.05
+    solution = solve_edit(X, R, K_g=K_g, alpha=alpha, lam=lam, rank=rank)
+
+    expected_delta, expected_singular_values = svd_reference(X, R, K_g, alpha, lam, rank)
+    assert solution.left.shape == (k, rank)
+    assert solution.right.shape == (rank, d)
+    np.testing.assert_allclose(solution.delta.numpy(), expected_delta, rtol=1e-9, atol=1e-11)
+    assert solution.singular_values.shape == (min(k, d),)
+    np.testing.assert_allclose(solution.singular_values.numpy(), expected_singular_values, rtol=1e-9)
+    optimum = float(np.sum(R.numpy() ** 2) - np.sum(expected_singular_values[:rank] ** 2))
+    assert solution.objective == pytest.approx(optimum, rel=1e-10)
+    assert solution.objective == pytest.approx(numpy_objective(expected_delta, X, R, K_g, alpha, lam), rel=1e-10)
+
+
+@pytest.mark.parametrize(("d", "k", "rank"), [(8, 12, 3), (12, 6, 3), (8, 12, 8), (12, 6, 6)])
+def test_factor_forms(d, k, rank):
+    X, R, _, K_g = make_problem(420 + d + k + rank, d=d, k=k)
+    solution = solve_edit(X, R, K_g=K_g, alpha=0.6, lam=0.05, rank=rank)
+    left, right = solution.left, solution.right
+    singular_values = solution.singular_values[:rank]
+    identity = torch.eye(rank, dtype=torch.float64)
+
+    if rank == min(k, d) and k >= d:
+        torch.testing.assert_close(right, identity, rtol=0, atol=0)
+    elif rank == min(k, d):
+        torch.testing.assert_close(left, identity, rtol=0, atol=0)
+    elif k >= d:
+        # left = M V_r has orthogonal columns whose norms are the top singular values.
+        torch.testing.assert_close(left.mT @ left, torch.diag(singular_values**2), rtol=0, atol=1e-10)
+    else:
+        # left = U_r has orthonormal columns, and the rows of right L are U_r^T M with norms sigma_i.
+        cholesky = torch.linalg.cholesky(torch.from_numpy(system_matrix(X, K_g, 0.6, 0.05)))
+        torch.testing.assert_close(left.mT @ left, identity, rtol=0, atol=1e-12)
+        row_norms = torch.linalg.vector_norm(right @ cholesky, dim=1)
+        torch.testing.assert_close(row_norms, singular_values, rtol=1e-9, atol=0)
+
+
+def make_problem_with_spectrum(seed: int, d: int, k: int, spectrum: list[float], lam: float):
+    """Return X (d, 3 d) and R (k, 3 d) whose whitened cross term M = R X^T L^{-T} has the given singular values.
+
+    With alpha = 0, C = X X^T + lam I = L L^T. R = M L^T (X X^T)^{-1} X gives R X^T = M L^T, so
+    R X^T L^{-T} = M.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    X = torch.randn(d, 3 * d, generator=generator, dtype=torch.float64)
+    U, _ = torch.linalg.qr(torch.randn(k, len(spectrum), generator=generator, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(d, len(spectrum), generator=generator, dtype=torch.float64))
+    M = U @ torch.diag(torch.tensor(spectrum, dtype=torch.float64)) @ V.mT
+    L = torch.linalg.cholesky(X @ X.mT + lam * torch.eye(d, dtype=torch.float64))
+    R = M @ L.mT @ torch.linalg.solve(X @ X.mT, X)
+    return X, R
+
+
+# Resolution of singular values from the Gram matrix, sqrt(eps) * sigma_1 in float64, with slack.
+GRAM_RESOLUTION = 2e-8
+
+
+@pytest.mark.parametrize("relative_gap", [0.0, 1e-12, 1e-8, 1e-4])
+@pytest.mark.parametrize(("d", "k"), [(8, 12), (12, 8)], ids=["k>d", "k<d"])
+def test_near_degenerate_spectrum_stays_optimal(relative_gap, d, k):
+    # sigma_3 and sigma_4 nearly coincide, so rank 3 cuts through a near-tie and the kept
+    # subspace is ill-determined. The objective must still reach the optimum.
+    spectrum = [1e3, 10.0, 2.0 * (1 + relative_gap), 2.0, 1.0, 0.5]
+    lam, rank = 0.1, 3
+    X, R = make_problem_with_spectrum(500, d, k, spectrum, lam)
+    solution = solve_edit(X, R, lam=lam, rank=rank)
+
+    expected_delta, expected_singular_values = svd_reference(X, R, None, 0.0, lam, rank)
+    optimum = float(np.sum(R.numpy() ** 2) - np.sum(expected_singular_values[:rank] ** 2))
+    reference_objective = numpy_objective(expected_delta, X, R, None, 0.0, lam)
+    # Both methods round the objective by about eps * sigma_1^2.
+    slack = 1e-13 * spectrum[0] ** 2
+    assert solution.objective <= reference_objective + slack
+    assert solution.objective == pytest.approx(optimum, abs=slack)
+    assert torch.linalg.matrix_rank(solution.delta) == rank
+    np.testing.assert_allclose(solution.singular_values[:6].numpy(), spectrum, rtol=1e-9)
+    np.testing.assert_allclose(solution.singular_values[:6].numpy(), expected_singular_values[:6], rtol=1e-9)
+
+
+def test_singular_values_resolution():
+    # Values below sqrt(eps) * sigma_1 are not resolved by the Gram matrix, but they stay at that level.
+    spectrum = [1e3, 1.0, 1e-3, 1e-6]
+    X, R = make_problem_with_spectrum(510, 8, 12, spectrum, 0.1)
+    solution = solve_edit(X, R, lam=0.1, rank=2)
+    singular_values = solution.singular_values
+
+    assert singular_values.shape == (8,)
+    np.testing.assert_allclose(singular_values[:2].numpy(), spectrum[:2], rtol=1e-9)
+    # The absolute error of sigma_i is about eps * sigma_1^2 / sigma_i, which is 1e-7 for sigma_i = 1e-3.
+    assert float(singular_values[2]) == pytest.approx(spectrum[2], rel=1e-3)
+    assert bool(torch.all(singular_values[3:] <= GRAM_RESOLUTION * spectrum[0]))
+    assert bool(torch.all(singular_values >= 0))
+    assert bool(torch.all(singular_values[:-1] >= singular_values[1:]))
+
+
 # Nullspace form
 
 
