@@ -250,16 +250,18 @@ def evaluate_refusals(
     data: ParallelSet,
     languages: Sequence[str],
     config: RunConfig,
+    judge: Any,
     *,
     label: str,
     phase: str,
 ) -> tuple[dict[str, list[bool]], list[dict[str, Any]]]:
-    """Generate replies for ``data`` in every language and judge refusals.
+    """Generate replies for ``data`` in every language and judge refusals with ``judge``.
+
+    Judges that read no replies (the logit judge) skip generation.
 
     Returns:
         language -> refused flags (in item order), and generation records for the JSONL file.
     """
-    judge = get_judge(config.judge)
     refused: dict[str, list[bool]] = {}
     records: list[dict[str, Any]] = []
     for lang in languages:
@@ -288,6 +290,23 @@ def evaluate_refusals(
                 }
             )
     return refused, records
+
+
+def make_judge(config: RunConfig, model: torch.nn.Module, tokenizer: Any) -> Any:
+    """Build the refusal judge named by ``config.judge`` (see :func:`swe_toolkit.evaluation.get_judge`)."""
+    if config.judge == "logit":
+        return get_judge(
+            "logit", model=model, tokenizer=tokenizer, batch_size=config.batch_size, progress=config.progress
+        )
+    if config.judge.startswith("guard"):
+        return get_judge(config.judge, batch_size=config.batch_size, progress=config.progress)
+    return get_judge(config.judge)
+
+
+def check_judge_name(name: str) -> None:
+    """Reject an unknown judge name before any model is loaded."""
+    if name not in ("lexicon", "logit", "guard") and not name.startswith("guard:"):
+        raise ConfigurationError(f"--judge {name!r} is unknown; use lexicon, logit or guard:<model id>")
 
 
 def truncate_reply(reply: str, limit: int = TRUNCATE_HARMFUL_CHARS) -> str:
@@ -538,6 +557,7 @@ def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
 def run(config: RunConfig) -> dict[str, Any]:
     """Run the main job and write its artifacts into ``config.out``; return the report."""
     config.languages = parse_languages(config.languages)
+    check_judge_name(config.judge)
     check_output_folder(config.out, config.overwrite)
     torch.manual_seed(config.seed)
     timings = Timings()
@@ -550,14 +570,15 @@ def run(config: RunConfig) -> dict[str, Any]:
     adapter = get_adapter(model)
     layers = check_model_options(config, adapter.num_layers, adapter.d_ff, adapter.d_model)
     langs = config.languages
+    judge = make_judge(config, model, tokenizer)
 
     with staged_output(config.out, config.overwrite) as folder:
         with timings.stage("baseline_eval"):
             before_harmful, records = evaluate_refusals(
-                model, tokenizer, data.harmful_test, langs, config, label="harmful", phase="before"
+                model, tokenizer, data.harmful_test, langs, config, judge, label="harmful", phase="before"
             )
             before_harmless, more = evaluate_refusals(
-                model, tokenizer, data.harmless_test, langs, config, label="harmless", phase="before"
+                model, tokenizer, data.harmless_test, langs, config, judge, label="harmless", phase="before"
             )
             records += more
         with timings.stage("localize"):
@@ -568,11 +589,11 @@ def run(config: RunConfig) -> dict[str, Any]:
         with edit.applied(model):
             with timings.stage("edited_eval"):
                 after_harmful, more = evaluate_refusals(
-                    model, tokenizer, data.harmful_test, langs, config, label="harmful", phase="after"
+                    model, tokenizer, data.harmful_test, langs, config, judge, label="harmful", phase="after"
                 )
                 records += more
                 after_harmless, more = evaluate_refusals(
-                    model, tokenizer, data.harmless_test, langs, config, label="harmless", phase="after"
+                    model, tokenizer, data.harmless_test, langs, config, judge, label="harmless", phase="after"
                 )
                 records += more
         with timings.stage("utility_kl"):

@@ -150,3 +150,16 @@ def test_run_function_returns_report(model_dir, tmp_path) -> None:
     report = run(config)
     assert report["settings"]["side"] == "output"
     assert report["edit"]["layers"][0]["side"] == "output"
+
+
+def test_logit_judge_run_skips_generation(model_dir, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert _run_cli(model_dir, out, "--judge", "logit") == 0
+    records = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert all(record["reply"] is None for record in records)
+    assert all(0.0 <= record["score"] <= 1.0 for record in records)
+
+
+def test_unknown_judge_exits_2(model_dir, tmp_path, capsys) -> None:
+    assert _run_cli(model_dir, tmp_path / "run", "--judge", "oracle") == 2
+    assert "--judge 'oracle' is unknown" in capsys.readouterr().err
