@@ -44,6 +44,7 @@ def grid(num_layers: int, d_ff: int) -> list[dict]:
     configs = [
         dict(name="in-mid-dense-full", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
         dict(name="out-mid-4096-g4", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
+        dict(name="out-mid-4096-g8", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=8.0)),
         dict(name="in-multi-dense", layers=[early, mid, late], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
         dict(name="out-multi-4096-g4", layers=[early, mid, late], k=4096,
              cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
@@ -106,7 +107,8 @@ class Search:
         return [t for lang in self.languages for t in self.general_fit.texts(lang)]
 
     def preserve_prompts(self) -> list[str]:
-        return [t for lang in self.languages for t in self.harmless_fit.texts(lang)]
+        subset = self.harmless_fit.take(self.args.num_preserve, seed=0)
+        return [t for lang in self.languages for t in subset.texts(lang)]
 
     def captured(self, layer: int, positions: str, side: str, k: int):
         key = ("acts", layer, positions, side, k)
@@ -196,7 +198,7 @@ class Search:
     def evaluate(self, edit: SparseEdit | None) -> dict:
         # A subset of languages keeps one evaluation near a minute on a 2-core CPU; the edit is
         # still fitted on all seven target languages.
-        harmful_langs = ["en", "zh", "th", "bn", "he"]
+        harmful_langs = self.args.eval_languages.split(",")
         over_langs = ["en", "th"]
         if edit is None:
             harmful = self.refusal_scores(self.harmful_dev, harmful_langs)
@@ -211,14 +213,40 @@ class Search:
         return {"harmful": harmful, "harmless": harmless, "kl": kl.mean}
 
 
+def render_table(rows: list[dict]) -> str:
+    """Render search rows as a Markdown table of mean refusal probability per language and KL."""
+    languages = sorted({lang for row in rows for lang in row["harmful"]}, key=lambda x: (x != "en", x))
+    header = "| configuration | " + " | ".join(f"harmful {lang}" for lang in languages)
+    header += " | harmless en | harmless th | KL general | judge tokens |"
+    lines = [header, "|" + "---|" * (len(languages) + 5)]
+    for row in rows:
+        cells = [f"{row['harmful'].get(lang, float('nan')):.3f}" for lang in languages]
+        harmless = row["harmless"]
+        lines.append(
+            f"| {row['name']} | " + " | ".join(cells)
+            + f" | {harmless.get('en', float('nan')):.3f} | {harmless.get('th', float('nan')):.3f}"
+            + f" | {row['kl']:.4f} | {row.get('judge_tokens', 'v2')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
     parser.add_argument("--out", type=Path, default=Path("results/search.jsonl"))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-general", type=int, default=24, help="general fit texts per language")
+    parser.add_argument("--num-preserve", type=int, default=16,
+                        help="harmless fit prompts per language kept unchanged by the penalty")
+    parser.add_argument("--eval-languages", default="en,zh,th,bn,he",
+                        help="languages of the dev harmful prompts scored per configuration")
     parser.add_argument("--only", nargs="*", default=None, help="names of configurations to run")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of --out and exit")
     args = parser.parse_args()
+    if args.table:
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+        print(render_table(rows), end="")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.manual_seed(0)
 

@@ -68,15 +68,15 @@ class RunConfig:
     model: str = DEFAULT_MODEL
     languages: tuple[str, ...] = LANGUAGES
     layers: tuple[int, ...] | None = None
-    neurons: int = 1024
+    neurons: int = 4096
     per_layer: bool = True
-    side: str = "input"
-    rank: int | None = 64
+    side: str = "output"
+    rank: int | None = None
     alpha: float = 1.0
-    lam_relative: float = 1e-2
+    lam_relative: float = 1e-3
     constraint: str = "penalty"
     null_threshold: float = 1e-3
-    gain: float = 1.0
+    gain: float = 4.0
     subspace_dim: int = 1
     max_new_tokens: int = 12
     batch_size: int = 16
@@ -211,12 +211,12 @@ def load_run_data(config: RunConfig) -> RunData:
 
 
 def default_layers(num_layers: int) -> tuple[int, ...]:
-    """Return the default edit layer: the one at 60% of the depth.
+    """Return the default edit layer: the one at 55% of the depth (layer 15 of 28).
 
-    NOTE: chosen by the dev-split search in ``scripts/search_design.py`` for the 1.5B default
-    model; other models may prefer other layers.
+    NOTE: chosen by the dev-split search in ``scripts/search_design.py`` on the 1.5B default
+    model (``results/search.md``); other models may prefer other layers.
     """
-    return (int(round(0.6 * (num_layers - 1))),)
+    return (int(round(0.55 * (num_layers - 1))),)
 
 
 def check_model_options(config: RunConfig, num_layers: int, d_ff: int, d_model: int) -> tuple[int, ...]:
@@ -683,7 +683,7 @@ def register_cli(commands: argparse._SubParsersAction) -> None:
     add("--model", default=d.model, help="offline model name, local folder or Hugging Face Hub id")
     add("--languages", default=",".join(d.languages), help="comma-separated language codes; must include en")
     add("--layer", dest="layers", type=_parse_layers, default=None,
-        help="decoder layer(s) to edit, comma-separated, 0-based (default: 60%% of the depth)")
+        help="decoder layer(s) to edit, comma-separated, 0-based (default: 55%% of the depth)")
     add("--neurons", type=int, default=d.neurons, help="safety neurons per edited layer (count)")
     add("--global-selection", dest="per_layer", action="store_false",
         help="select the neuron count over all layers together instead of per layer")
