@@ -169,12 +169,12 @@ def parse_languages(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def check_output_folder(out: Path, overwrite: bool) -> None:
-    """Refuse an output folder that holds files unless ``overwrite`` is set."""
+    """Raise ConfigurationError for an output folder that contains files, unless ``overwrite`` is set."""
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"--out {out} is a file; pass a folder path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigurationError(
-            f"--out {out} already holds files of an earlier run; pass --overwrite to replace "
+            f"--out {out} already contains files of an earlier run; pass --overwrite to replace "
             "them or choose another folder"
         )
 
@@ -214,7 +214,7 @@ def default_layers(num_layers: int) -> tuple[int, ...]:
     """Return the default edit layer: the one at 55% of the depth (layer 15 of 28).
 
     NOTE: chosen by the dev-split search in ``scripts/search_design.py`` on the 1.5B default
-    model (``results/search.md``); other models may prefer other layers.
+    model (table in ``results/README.md``); other models may prefer other layers.
     """
     return (int(round(0.55 * (num_layers - 1))),)
 
