@@ -478,16 +478,16 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def plot_results(report: dict[str, Any], localization: Localization, folder: Path) -> list[str]:
     """Write the ASR and neurons-per-layer plots as PNG; return their file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figure objects draw without pyplot, so the caller's matplotlib backend (for example a
+    # notebook's inline backend) is left as it is.
+    from matplotlib.figure import Figure
 
     metrics = report["metrics"]
     langs = list(metrics)
     x = torch.arange(len(langs)).tolist()
     width = 0.38
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     for offset, key, label in ((-width / 2, "asr_before", "before"), (width / 2, "asr_after", "after")):
         values = [100 * metrics[lang][key]["value"] for lang in langs]
         low = [100 * (metrics[lang][key]["value"] - metrics[lang][key]["low"]) for lang in langs]
@@ -500,10 +500,10 @@ def plot_results(report: dict[str, Any], localization: Localization, folder: Pat
     ax.legend()
     fig.tight_layout()
     fig.savefig(folder / "asr_by_language.png", dpi=120)
-    plt.close(fig)
 
     counts = localization.counts
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig = Figure(figsize=(7, 3))
+    ax = fig.subplots()
     scores = [float(localization.scores[layer].abs().topk(min(100, localization.scores[layer].numel())).values.mean()) for layer in sorted(counts)]
     ax.bar(sorted(counts), scores, color="tab:gray")
     ax.set_xlabel("layer")
@@ -511,7 +511,6 @@ def plot_results(report: dict[str, Any], localization: Localization, folder: Pat
     ax.set_title("Safety-neuron effect size per layer (English fit prompts)")
     fig.tight_layout()
     fig.savefig(folder / "neurons_per_layer.png", dpi=120)
-    plt.close(fig)
     return ["asr_by_language.png", "neurons_per_layer.png"]
 
 

@@ -147,7 +147,11 @@ def test_run_function_returns_report(model_dir, tmp_path) -> None:
         model=str(model_dir), languages=("en", "th"), layers=(1,), neurons=8, rank=2, num_fit=4,
         num_test=3, num_general=3, num_kl=2, max_new_tokens=2, out=tmp_path / "r", progress=False, side="output",
     )
+    import matplotlib
+
+    backend = matplotlib.get_backend()
     report = run(config)
+    assert matplotlib.get_backend() == backend
     assert report["settings"]["side"] == "output"
     assert report["edit"]["layers"][0]["side"] == "output"
 
