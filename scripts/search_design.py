@@ -40,7 +40,7 @@ def grid(num_layers: int, d_ff: int) -> list[dict]:
     mid = round(0.55 * (num_layers - 1))
     late = round(0.75 * (num_layers - 1))
     early = round(0.4 * (num_layers - 1))
-    # Ordered by how much each configuration tells: a run that is cut short keeps the first rows.
+    # The most informative configurations come first, so a run that is cut short keeps them.
     configs = [
         dict(name="in-mid-dense-full", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
         dict(name="out-mid-4096-g4", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),

@@ -20,7 +20,7 @@ class ModelNotAvailableError(SweToolkitError):
 
 
 class UnsupportedArchitectureError(SweToolkitError):
-    """No adapter knows the MLP layout of a model class."""
+    """No adapter exists for the MLP layout of a model class."""
 
 
 class ShapeError(SweToolkitError, ValueError):

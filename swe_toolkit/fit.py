@@ -4,8 +4,8 @@ Two sides are offered, both solved by :func:`swe_toolkit.solver.solve_edit`:
 
 * Input side. For safety neurons ``S`` of a layer, change rows ``S`` of the MLP's input
   projections (gate and up, or the single one) so that, on harmful prompts in the target
-  languages, the neurons' pre-activations equal those of the parallel English prompts:
-  ``X`` are the target-language MLP inputs, ``R = W_S X_en - W_S X``, and the penalty uses the
+  languages, the neurons' pre-activations equal those of the parallel English prompts.
+  ``X`` are the target-language MLP inputs and ``R = W_S X_en - W_S X``. The penalty uses the
   second moment of the MLP inputs on general text.
 * Output side. Change columns ``S`` of the output projection so that the neurons' activations on
   target-language prompts add, to the residual stream after the layer, the part of the

@@ -90,7 +90,7 @@ class Localization:
         return sum(self.counts.values())
 
     def pairs(self) -> set[tuple[int, int]]:
-        """The selected set as ``(layer, neuron)`` pairs, for overlap computations."""
+        """Return the selected set as ``(layer, neuron)`` pairs, for overlap computations."""
         return {(layer, int(n)) for layer, idx in self.selected.items() for n in idx.tolist()}
 
     def top(self, n: int = 10) -> list[tuple[int, int, float]]:

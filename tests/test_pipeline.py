@@ -63,7 +63,8 @@ def test_existing_output_is_refused_and_kept(model_dir, tmp_path, capsys) -> Non
     (out / "report.json").write_text("earlier")
     assert _run_cli(model_dir, out) == 2
     err = capsys.readouterr().err
-    assert "--overwrite" in err and "Traceback" not in err
+    assert "--overwrite" in err
+    assert "Traceback" not in err
     assert (out / "report.json").read_text() == "earlier"
 
 
