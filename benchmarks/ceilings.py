@@ -1,4 +1,4 @@
-"""Measure this machine's float32 matmul rate and memory bandwidth, and a model's FLOPs per token.
+"""Measure this machine's float32 and bfloat16 matmul rates and memory bandwidth, and a model's FLOPs per token.
 
 The other benchmarks divide their achieved rates by these ceilings. Usage::
 
@@ -119,9 +119,10 @@ def ceilings(
     repeats: int = 5,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Measure the float32 matmul rate and the memory bandwidth of ``device``.
+    """Measure the float32 and bfloat16 matmul rates and the memory bandwidth of ``device``.
 
-    Returns a dict with ``matmul_gflops`` (2 n^3 FLOPs per n x n matmul), ``copy_gbs`` (bytes read
+    Returns a dict with ``matmul_gflops`` (float32, 2 n^3 FLOPs per n x n matmul),
+    ``bf16_matmul_gflops`` (the same in bfloat16), ``copy_gbs`` (bytes read
     plus bytes written by ``Tensor.copy_``), ``sum_gbs`` (bytes read by ``Tensor.sum``) and the
     sizes used. Each rate comes from the median time of ``repeats`` runs after one warm-up.
     """
@@ -131,6 +132,9 @@ def ceilings(
     right = torch.randn(matmul_size, matmul_size, generator=generator).to(device)
     product = torch.empty_like(left)
     matmul = time_repeats(lambda: torch.matmul(left, right, out=product), repeats, device=device)
+    left, right = left.to(torch.bfloat16), right.to(torch.bfloat16)
+    product = torch.empty_like(left)
+    bf16_matmul = time_repeats(lambda: torch.matmul(left, right, out=product), repeats, device=device)
     del left, right, product
 
     elements = copy_mib * 2**20 // 4
@@ -143,6 +147,7 @@ def ceilings(
     copy_bytes = elements * 4
     return {
         "matmul_gflops": 2.0 * matmul_size**3 / matmul.median / 1e9,
+        "bf16_matmul_gflops": 2.0 * matmul_size**3 / bf16_matmul.median / 1e9,
         "copy_gbs": 2.0 * copy_bytes / copy.median / 1e9,
         "sum_gbs": copy_bytes / total.median / 1e9,
         "matmul_size": float(matmul_size),
@@ -186,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                     "float32 matmul",
                     f"{measured['matmul_gflops']:.1f} GFLOP/s",
                     f"torch.matmul of two {int(measured['matmul_size'])}^2 matrices, 2 n^3 FLOPs",
+                ],
+                [
+                    "bfloat16 matmul",
+                    f"{measured['bf16_matmul_gflops']:.1f} GFLOP/s",
+                    "the same matrices in bfloat16 (AMX or AVX512-BF16 where the CPU has them)",
                 ],
                 [
                     "memory bandwidth, copy",

@@ -36,33 +36,38 @@ logger = logging.getLogger("search_design")
 
 
 def grid(num_layers: int, d_ff: int) -> list[dict]:
-    """Configurations to try: name, layers, neuron count, edit settings, positions, fit size."""
+    """Configurations to try: name, layers, neuron count, edit settings, positions, fit size.
+
+    ``p`` in a name is ``preserve_weight`` (the anchors on harmless prompts), ``g`` the gain.
+    """
     mid = round(0.55 * (num_layers - 1))
     late = round(0.75 * (num_layers - 1))
     early = round(0.4 * (num_layers - 1))
+
+    def out(gain: float, preserve: float, **kw) -> EditConfig:
+        return EditConfig("output", kw.pop("rank", None), kw.pop("alpha", 1.0), 1e-3, gain=gain,
+                          preserve_weight=preserve, **kw)
+
     # The most informative configurations come first, so a run that is cut short keeps them.
     configs = [
-        dict(name="in-mid-dense-full", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
-        dict(name="out-mid-4096-g4", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
-        dict(name="out-mid-4096-g8", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=8.0)),
-        dict(name="in-multi-dense", layers=[early, mid, late], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
-        dict(name="out-multi-4096-g4", layers=[early, mid, late], k=4096,
-             cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
-        dict(name="in-mid-1024-r256", layers=[mid], k=1024, cfg=EditConfig("input", 256, 1.0, 1e-2)),
-        dict(name="in-mid-dense-weak", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 0.1, 1e-4)),
-        dict(name="in-late-dense", layers=[late], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
-        dict(name="in-early-dense", layers=[early], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
-        dict(name="out-mid-4096-g1", layers=[mid], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=1.0)),
-        dict(name="out-mid-4096-g4-q4", layers=[mid], k=4096,
-             cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0, subspace_dim=4)),
-        dict(name="out-late-4096-g4", layers=[late], k=4096, cfg=EditConfig("output", None, 1.0, 1e-3, gain=4.0)),
-        dict(name="in-mid-4096-r512", layers=[mid], k=4096, cfg=EditConfig("input", 512, 1.0, 1e-3)),
-        dict(name="in-mid-dense-nullspace", layers=[mid], k=d_ff,
-             cfg=EditConfig("input", None, 0.0, 1e-3, constraint="nullspace", null_threshold=1e-4)),
-        dict(name="in-mid-dense-halfdata", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3),
-             fit_fraction=0.5),
-        dict(name="in-mid-dense-meanpos", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3),
-             positions="mean"),
+        dict(name="out-mid-4096-g4-p0", layers=[mid], k=4096, cfg=out(4.0, 0.0)),
+        dict(name="out-mid-4096-g4-p1", layers=[mid], k=4096, cfg=out(4.0, 1.0)),
+        dict(name="out-mid-4096-g4-p4", layers=[mid], k=4096, cfg=out(4.0, 4.0)),
+        dict(name="out-mid-4096-g8-p1", layers=[mid], k=4096, cfg=out(8.0, 1.0)),
+        dict(name="out-mid-4096-g8-p4", layers=[mid], k=4096, cfg=out(8.0, 4.0)),
+        dict(name="out-mid-dense-g4-p1", layers=[mid], k=d_ff, cfg=out(4.0, 1.0)),
+        dict(name="out-mid-1024-g4-p1", layers=[mid], k=1024, cfg=out(4.0, 1.0)),
+        dict(name="out-late-4096-g4-p1", layers=[late], k=4096, cfg=out(4.0, 1.0)),
+        dict(name="out-early-4096-g4-p1", layers=[early], k=4096, cfg=out(4.0, 1.0)),
+        dict(name="out-mid-4096-g4-p1-q4", layers=[mid], k=4096, cfg=out(4.0, 1.0, subspace_dim=4)),
+        dict(name="out-mid-4096-g4-p1-r64", layers=[mid], k=4096, cfg=out(4.0, 1.0, rank=64)),
+        dict(name="out-mid-4096-g4-p1-a10", layers=[mid], k=4096, cfg=out(4.0, 1.0, alpha=10.0)),
+        dict(name="out-mid-4096-g4-p1-halfdata", layers=[mid], k=4096, cfg=out(4.0, 1.0), fit_fraction=0.5),
+        dict(name="out-mid-4096-g4-p1-meanpos", layers=[mid], k=4096, cfg=out(4.0, 1.0), positions="mean"),
+        dict(name="out-multi-4096-g4-p1", layers=[early, mid, late], k=4096, cfg=out(4.0, 1.0)),
+        dict(name="in-mid-dense-p1", layers=[mid], k=d_ff,
+             cfg=EditConfig("input", None, 1.0, 1e-3, preserve_weight=1.0)),
+        dict(name="in-mid-dense-p0", layers=[mid], k=d_ff, cfg=EditConfig("input", None, 1.0, 1e-3)),
     ]
     return configs
 
@@ -72,7 +77,7 @@ class Search:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.model, self.tokenizer = load_model(args.model)
+        self.model, self.tokenizer = load_model(args.model, dtype=args.dtype)
         self.adapter = get_adapter(self.model)
         self.languages = list(LANGUAGES)
         self.targets = [lang for lang in self.languages if lang != "en"]
@@ -135,14 +140,23 @@ class Search:
         if key not in self.cache:
             subset = {layer: self.neurons(layer, k)} if side == "output" else None
             site = "mlp_input" if side == "input" else "neurons"
-            general, harmless = (
-                accumulate_second_moments(
-                    self.model, self.tokenizer, texts, [layer], site=site, neuron_subset=subset,
-                    use_chat_template=templated, batch_size=self.args.batch_size, progress=False,
-                )[layer]
-                for texts, templated in ((self.general_texts(), False), (self.preserve_prompts(), True))
+            self.cache[key] = accumulate_second_moments(
+                self.model, self.tokenizer, self.general_texts(), [layer], site=site, neuron_subset=subset,
+                batch_size=self.args.batch_size, progress=False,
+            )[layer]
+        return self.cache[key]
+
+    def anchors(self, layer: int, side: str, k: int) -> torch.Tensor:
+        """Post-instruction activations of the harmless fit prompts in every language."""
+        key = ("anchors", layer, side, k)
+        if key not in self.cache:
+            subset = {layer: self.neurons(layer, k)} if side == "output" else None
+            site = "mlp_input" if side == "input" else "neurons"
+            acts = capture_activations(
+                self.model, self.tokenizer, self.preserve_prompts(), [layer], sites=(site,),
+                neuron_subset=subset, batch_size=self.args.batch_size, progress=False,
             )
-            self.cache[key] = general.merged(harmless)
+            self.cache[key] = getattr(acts, site)[layer]
         return self.cache[key]
 
     # --- fitting and scoring -----------------------------------------------------------------------
@@ -156,10 +170,11 @@ class Search:
         layer_view = self.adapter.layer(layer)
         neurons = self.neurons(layer, k)
         general = self.moments(layer, cfg.side, k)
+        anchors = self.anchors(layer, cfg.side, k) if cfg.preserve_weight > 0 else None
         if cfg.side == "input":
             target = torch.cat([acts[lang].mlp_input[layer][rows] for lang in self.targets])
             english = acts["en"].mlp_input[layer][rows].repeat(len(self.targets), 1, 1)
-            edit, _ = solve_input_side(layer_view, neurons, target, english, cfg, general)
+            edit, _ = solve_input_side(layer_view, neurons, target, english, cfg, general, anchors)
         else:
             directions = safety_directions(
                 acts["en"].residual[layer], acts["harmless_en"].residual[layer], cfg.subspace_dim
@@ -167,7 +182,8 @@ class Search:
             x = torch.cat([acts[lang].neurons[layer][rows] for lang in self.targets])
             target = torch.cat([acts[lang].residual[layer][rows] for lang in self.targets])
             english = acts["en"].residual[layer][rows].repeat(len(self.targets), 1, 1)
-            edit, _ = solve_output_side(layer_view, neurons, x, target, english, directions, cfg, general)
+            edit, _ = solve_output_side(layer_view, neurons, x, target, english, directions, cfg, general,
+                                        anchors)
         return SparseEdit([edit], model_id=self.args.model, hyperparameters=cfg.as_dict())
 
     def _fit_rows(self, spec: dict) -> torch.Tensor:
@@ -199,7 +215,7 @@ class Search:
         # A subset of languages keeps one evaluation near a minute on a 2-core CPU; the edit is
         # still fitted on all seven target languages.
         harmful_langs = self.args.eval_languages.split(",")
-        over_langs = ["en", "th"]
+        over_langs = self.args.harmless_languages.split(",")
         if edit is None:
             harmful = self.refusal_scores(self.harmful_dev, harmful_langs)
             harmless = self.refusal_scores(self.harmless_dev, over_langs)
@@ -217,15 +233,14 @@ def render_table(rows: list[dict]) -> str:
     """Render search rows as a Markdown table of mean refusal probability per language and KL."""
     languages = sorted({lang for row in rows for lang in row["harmful"]}, key=lambda x: (x != "en", x))
     header = "| configuration | " + " | ".join(f"harmful {lang}" for lang in languages)
-    header += " | harmless en | harmless th | KL general | judge tokens |"
-    lines = [header, "|" + "---|" * (len(languages) + 5)]
+    over = sorted({lang for row in rows for lang in row["harmless"]}, key=lambda x: (x != "en", x))
+    header += " | " + " | ".join(f"harmless {lang}" for lang in over) + " | KL general | dtype |"
+    lines = [header, "|" + "---|" * (len(languages) + len(over) + 3)]
     for row in rows:
         cells = [f"{row['harmful'].get(lang, float('nan')):.3f}" for lang in languages]
-        harmless = row["harmless"]
+        cells += [f"{row['harmless'].get(lang, float('nan')):.3f}" for lang in over]
         lines.append(
-            f"| {row['name']} | " + " | ".join(cells)
-            + f" | {harmless.get('en', float('nan')):.3f} | {harmless.get('th', float('nan')):.3f}"
-            + f" | {row['kl']:.4f} | {row.get('judge_tokens', 'v2')} |"
+            f"| {row['name']} | " + " | ".join(cells) + f" | {row['kl']:.4f} | {row.get('dtype', '?')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -236,8 +251,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/search.jsonl"))
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-general", type=int, default=24, help="general fit texts per language")
-    parser.add_argument("--num-preserve", type=int, default=16,
-                        help="harmless fit prompts per language kept unchanged by the penalty")
+    parser.add_argument("--num-preserve", type=int, default=51,
+                        help="harmless fit prompts per language used as anchors")
+    parser.add_argument("--dtype", default="auto", help="model dtype (see swe_toolkit.models.resolve_dtype)")
+    parser.add_argument("--harmless-languages", default="en,th,bn,he",
+                        help="languages of the dev harmless prompts scored per configuration")
     parser.add_argument("--eval-languages", default="en,zh,th,bn,he",
                         help="languages of the dev harmful prompts scored per configuration")
     parser.add_argument("--only", nargs="*", default=None, help="names of configurations to run")
@@ -257,6 +275,7 @@ def main() -> None:
         done = {json.loads(line)["name"] for line in args.out.read_text().splitlines() if line.strip()}
 
     def record(row: dict) -> None:
+        row["dtype"] = str(next(search.model.parameters()).dtype).removeprefix("torch.")
         with open(args.out, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
         harmful = row["harmful"]
@@ -287,7 +306,9 @@ def main() -> None:
             fit_seconds=fitted, seconds=time.perf_counter() - start,
         )
         record(row)
-        search.cache = {key: value for key, value in search.cache.items() if key[0] in ("loc", "acts", "mom")}
+        search.cache = {
+            key: value for key, value in search.cache.items() if key[0] in ("loc", "acts", "mom", "anchors")
+        }
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ Two sides are offered, both solved by :func:`swe_toolkit.solver.solve_edit`:
 Both regress on every post-instruction position of every prompt: these template tokens are the
 same in all languages, so column ``j`` of the English and the target-language matrices belong to
 the same prompt and position.
+
+Two terms keep the rest of the model's behaviour. General text enters as a second moment over all
+its tokens (weight ``alpha``). Harmless requests enter as anchors: their post-instruction
+activations, where the model decides whether to refuse, are asked to stay unchanged (weight
+``preserve_weight``). The anchors are what stop the edit from refusing harmless requests that
+resemble harmful ones in the same language.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class EditConfig:
         null_threshold: relative eigenvalue threshold of the null-space constraint.
         gain: output side only: multiplier on the English-minus-target target.
         subspace_dim: output side only: number of safety directions spanning the target space.
+        preserve_weight: weight of the anchor term ``||D X_p||^2`` over the post-instruction
+            positions of harmless prompts, rescaled like ``alpha``: ``1`` weighs all anchors
+            together as much as all fit positions together. ``0`` leaves the anchors out.
     """
 
     side: Side = "input"
@@ -63,6 +72,7 @@ class EditConfig:
     null_threshold: float = 1e-3
     gain: float = 1.0
     subspace_dim: int = 1
+    preserve_weight: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the fields as a plain dict for reports and edit metadata."""
@@ -76,13 +86,39 @@ def _columns(acts: Tensor) -> Tensor:
     return acts.reshape(-1, acts.shape[-1]).T
 
 
-def _scaled_moment(moments: SecondMoments | None, num_columns: int, device: torch.device) -> Tensor | None:
-    """Rescale a general-text second moment to ``num_columns`` tokens (see ``EditConfig.alpha``)."""
-    if moments is None:
-        return None
-    if moments.count < 1:
-        raise ConfigurationError("the general-text second moment was accumulated over 0 tokens")
-    return (moments.matrix * (num_columns / moments.count)).to(device=device, dtype=torch.float64)
+def penalty_matrix(
+    config: EditConfig,
+    num_columns: int,
+    general: SecondMoments | None = None,
+    anchors: Tensor | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor | None:
+    """Return ``K = alpha K_g' + preserve_weight A' A'^T`` in float64, or ``None`` without terms.
+
+    ``K_g'`` is the general second moment rescaled to ``num_columns`` tokens and ``A'`` the anchor
+    columns rescaled so their count equals ``num_columns`` (see :class:`EditConfig`), so both
+    weights are relative to the fit term.
+
+    Args:
+        config: supplies ``alpha`` and ``preserve_weight``.
+        num_columns: number of fit columns ``n``.
+        general: second moment ``(dim, dim)`` of the edited site on general text.
+        anchors: ``(m, n_pos, dim)`` or ``(m, dim)`` anchor activations of the edited site.
+    """
+    total: Tensor | None = None
+    if general is not None and config.alpha > 0:
+        if general.count < 1:
+            raise ConfigurationError("the general-text second moment was accumulated over 0 tokens")
+        total = general.matrix.to(device=device, dtype=torch.float64) * (config.alpha * num_columns / general.count)
+    if anchors is not None and config.preserve_weight > 0:
+        columns = anchors.reshape(-1, anchors.shape[-1]).to(device=device, dtype=torch.float64)
+        if columns.shape[0] == 0:
+            raise ConfigurationError("no anchor positions; pass at least one harmless prompt")
+        term = columns.T @ columns * (config.preserve_weight * num_columns / columns.shape[0])
+        if total is not None and term.shape != total.shape:
+            raise ShapeError(f"anchors have width {term.shape[0]} but the general moment {total.shape[0]}")
+        total = term if total is None else total + term
+    return total
 
 
 def safety_directions(harmful: Tensor, harmless: Tensor, num_directions: int = 1) -> Tensor:
@@ -131,6 +167,7 @@ def solve_input_side(
     english_inputs: Tensor,
     config: EditConfig,
     general: SecondMoments | None = None,
+    anchors: Tensor | None = None,
 ) -> tuple[LayerEdit, EditSolution]:
     """Fit rows ``neurons`` of ``layer``'s input projections (no forward pass).
 
@@ -142,6 +179,8 @@ def solve_input_side(
             ``i`` the translation of ``target_inputs`` row ``i``.
         config: hyperparameters.
         general: second moment of the MLP input on general text, ``(d_model, d_model)``.
+        anchors: ``(m, n_pos, d_model)`` MLP inputs at post-instruction positions of harmless
+            prompts, kept unchanged with weight ``config.preserve_weight``.
     """
     if target_inputs.shape != english_inputs.shape:
         raise ShapeError(
@@ -154,7 +193,7 @@ def solve_input_side(
     x = _columns(target_inputs).to(device=device, dtype=torch.float64)
     x_en = _columns(english_inputs).to(device=device, dtype=torch.float64)
     residual = weights @ (x_en - x)
-    solution = _solve(x, residual, config, general)
+    solution = _solve(x, residual, config, general, anchors)
     info = _solution_info(solution, x.shape[1])
     edit = make_layer_edit(layer, "input", index, solution.left, solution.right, info)
     return edit, solution
@@ -169,6 +208,7 @@ def solve_output_side(
     directions: Tensor,
     config: EditConfig,
     general: SecondMoments | None = None,
+    anchors: Tensor | None = None,
 ) -> tuple[LayerEdit, EditSolution]:
     """Fit columns ``neurons`` of ``layer``'s output projection (no forward pass).
 
@@ -179,6 +219,8 @@ def solve_output_side(
         english_residual: the same for the parallel English prompts.
         directions: ``(d_model, q)`` orthonormal safety directions (:func:`safety_directions`).
         general: second moment of the selected neurons' activations on general text, ``(k, k)``.
+        anchors: ``(m, n_pos, k)`` activations of the selected neurons at post-instruction
+            positions of harmless prompts, kept unchanged with weight ``config.preserve_weight``.
     """
     if target_residual.shape != english_residual.shape:
         raise ShapeError(
@@ -197,19 +239,22 @@ def solve_output_side(
     gap = _columns(english_residual - target_residual).to(device=device, dtype=torch.float64)
     basis = directions.to(device=device, dtype=torch.float64)
     target = config.gain * basis @ (basis.T @ gap)
-    solution = _solve(x, target, config, general)
+    solution = _solve(x, target, config, general, anchors)
     info = _solution_info(solution, x.shape[1])
     edit = make_layer_edit(layer, "output", index, solution.left, solution.right, info)
     return edit, solution
 
 
-def _solve(x: Tensor, target: Tensor, config: EditConfig, general: SecondMoments | None) -> EditSolution:
-    """Solve for ``D`` with ``D x ~ target``, penalising general inputs when ``general`` is given."""
+def _solve(
+    x: Tensor, target: Tensor, config: EditConfig, general: SecondMoments | None, anchors: Tensor | None
+) -> EditSolution:
+    """Solve for ``D`` with ``D x ~ target`` under the penalty of :func:`penalty_matrix`."""
+    penalty = penalty_matrix(config, x.shape[1], general, anchors, x.device)
     return solve_edit(
         x,
         target,
-        K_g=_scaled_moment(general, x.shape[1], x.device),
-        alpha=config.alpha if general is not None else 0.0,
+        K_g=penalty,
+        alpha=1.0 if penalty is not None else 0.0,
         lam_relative=config.lam_relative,
         rank=config.rank,
         constraint=config.constraint,
@@ -271,15 +316,19 @@ def fit_edit(
             without a penalty.
         english_harmless: output side only: English harmless prompts, which with
             ``english_harmful`` define the safety directions.
-        preserve_prompts: prompts (e.g. harmless requests in every language) rendered with the
-            chat template whose tokens join ``general_texts`` in the penalty, so the edit also
-            leaves the template positions of harmless requests unchanged.
+        preserve_prompts: harmless requests (ideally in every language, including ones that
+            sound harmful) rendered with the chat template; their post-instruction positions are
+            the anchors kept unchanged with weight ``config.preserve_weight``. Ignored when that
+            weight is 0.
     """
     _check_parallel(english_harmful, target_harmful)
     if config.side == "output" and not english_harmless:
         raise ConfigurationError("the output-side edit needs english_harmless prompts")
-    if config.constraint == "nullspace" and not (general_texts or preserve_prompts):
-        raise ConfigurationError("the nullspace constraint needs general_texts or preserve_prompts")
+    use_anchors = bool(preserve_prompts) and config.preserve_weight > 0
+    if config.constraint == "nullspace" and not (general_texts or use_anchors):
+        raise ConfigurationError(
+            "the nullspace constraint needs general_texts, or preserve_prompts with preserve_weight > 0"
+        )
     layers = sorted(int(layer) for layer in neurons)
     if not layers:
         raise ConfigurationError("no layers to edit; pass a non-empty neurons mapping")
@@ -308,14 +357,26 @@ def fit_edit(
                 batch_size=batch_size, progress=progress,
             )
             english_rows = _repeat_rows(english, len(languages))
-            general = _penalty_moments(
-                model, tokenizer, layer_index, config.side, subset, general_texts, preserve_prompts,
-                batch_size=batch_size, progress=progress,
-            )
+            site = "mlp_input" if config.side == "input" else "neurons"
+            general = None
+            if general_texts:
+                general = accumulate_second_moments(
+                    model, tokenizer, list(general_texts), [layer_index], site=site, neuron_subset=subset,
+                    batch_size=batch_size, progress=progress,
+                )[layer_index]
+            anchors = None
+            if use_anchors:
+                anchors = getattr(
+                    capture_activations(
+                        model, tokenizer, list(preserve_prompts or ()), [layer_index], sites=(site,),
+                        batch_size=batch_size, neuron_subset=subset, progress=progress,
+                    ),
+                    site,
+                )[layer_index]
             if config.side == "input":
                 edit, _ = solve_input_side(
                     layer, index, target.mlp_input[layer_index],
-                    english_rows.mlp_input[layer_index], config, general,
+                    english_rows.mlp_input[layer_index], config, general, anchors,
                 )
             else:
                 harmless = capture_activations(
@@ -328,7 +389,7 @@ def fit_edit(
                 )
                 edit, _ = solve_output_side(
                     layer, index, target.neurons[layer_index], target.residual[layer_index],
-                    english_rows.residual[layer_index], directions, config, general,
+                    english_rows.residual[layer_index], directions, config, general, anchors,
                 )
             logger.info(
                 "layer %d (%s side): %d neurons, rank %d, explains %.3f of the target",
@@ -346,34 +407,9 @@ def fit_edit(
         "languages": languages,
         "num_fit_prompts": len(english_harmful),
         "num_general_texts": len(general_texts or []),
+        "num_preserve_prompts": len(preserve_prompts or []) if use_anchors else 0,
     }
     return SparseEdit(fitted, model_id=model_id, hyperparameters=hyper)
-
-
-def _penalty_moments(
-    model: nn.Module,
-    tokenizer: Any,
-    layer_index: int,
-    side: Side,
-    subset: dict[int, Tensor] | None,
-    general_texts: Sequence[str] | None,
-    preserve_prompts: Sequence[str] | None,
-    *,
-    batch_size: int,
-    progress: bool,
-) -> SecondMoments | None:
-    """Accumulate the penalty's second moment over general texts and templated prompts."""
-    site = "mlp_input" if side == "input" else "neurons"
-    total: SecondMoments | None = None
-    for texts, templated in ((general_texts, False), (preserve_prompts, True)):
-        if not texts:
-            continue
-        moments = accumulate_second_moments(
-            model, tokenizer, list(texts), [layer_index], site=site, neuron_subset=subset,
-            use_chat_template=templated, batch_size=batch_size, progress=progress,
-        )[layer_index]
-        total = moments if total is None else total.merged(moments)
-    return total
 
 
 def _repeat_rows(acts: Activations, times: int) -> Activations:

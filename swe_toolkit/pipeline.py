@@ -78,6 +78,7 @@ class RunConfig:
     null_threshold: float = 1e-3
     gain: float = 4.0
     subspace_dim: int = 1
+    preserve_weight: float = 1.0
     max_new_tokens: int = 12
     batch_size: int = 16
     judge: str = "lexicon"
@@ -87,7 +88,7 @@ class RunConfig:
     num_kl: int = 12
     seed: int = 0
     device: str = "auto"
-    dtype: str | None = None
+    dtype: str | None = "auto"
     out: Path = Path("runs/latest")
     overwrite: bool = False
     harmful_path: Path | None = None
@@ -106,6 +107,7 @@ class RunConfig:
             null_threshold=self.null_threshold,
             gain=self.gain,
             subspace_dim=self.subspace_dim,
+            preserve_weight=self.preserve_weight,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -699,6 +701,9 @@ def register_cli(commands: argparse._SubParsersAction) -> None:
         help="null-space constraint: keep eigen-directions below this fraction of the largest eigenvalue")
     add("--gain", type=float, default=d.gain, help="output side: multiplier on the English-minus-target target")
     add("--subspace-dim", type=int, default=d.subspace_dim, help="output side: number of safety directions")
+    add("--preserve-weight", type=float, default=d.preserve_weight,
+        help="weight of keeping harmless fit prompts' reply-start positions unchanged, relative to "
+             "the fit positions (0 turns the term off)")
     add("--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens generated per reply")
     add("--batch-size", type=int, default=d.batch_size, help="prompts per forward pass")
     add("--judge", default=d.judge, help="refusal judge: lexicon, logit or guard:<model id>")
@@ -714,7 +719,9 @@ def register_cli(commands: argparse._SubParsersAction) -> None:
     add("--general", dest="general_path", type=Path, default=None, help="parallel general-text JSONL replacing the built-in set")
     add("--seed", type=int, default=d.seed, help="seed for subsampling and bootstrap")
     add("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
-    add("--dtype", default=d.dtype, help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, float32 on CPU)")
+    add("--dtype", default=d.dtype,
+        help="auto, float32, bfloat16 or float16; auto is bfloat16 on CUDA and on CPUs with native "
+             "bfloat16 matmul (AMX or AVX512-BF16), float32 elsewhere")
     add("--out", type=Path, default=d.out, help="output folder")
     add("--overwrite", action="store_true", help="replace the files of an earlier run in --out")
     add("--no-progress", dest="progress", action="store_false", help="hide progress bars")
@@ -739,6 +746,7 @@ def _validate_numbers(config: RunConfig) -> None:
     checks = [
         ("--neurons", config.neurons, config.neurons >= 1, "a positive count"),
         ("--alpha", config.alpha, config.alpha >= 0, "a value >= 0"),
+        ("--preserve-weight", config.preserve_weight, config.preserve_weight >= 0, "a value >= 0"),
         ("--lam", config.lam_relative, config.lam_relative >= 0, "a value >= 0"),
         ("--max-new-tokens", config.max_new_tokens, config.max_new_tokens >= 1, "a positive count"),
         ("--batch-size", config.batch_size, config.batch_size >= 1, "a positive count"),

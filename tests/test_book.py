@@ -1,7 +1,8 @@
 """Checks of the built Jupyter Book in headless Chromium.
 
 The tests build nothing: run ``scripts/build_book.sh`` (or ``scripts/run_notebooks.sh``) first.
-Without ``_build/html`` or a Chromium binary they are skipped. The pages are served from a local
+Without ``_build/html`` or a Chromium binary they are skipped, unless the environment variable
+``SWE_TOOLKIT_REQUIRE_BOOK=1`` is set (as ``.ci/run`` does): then they fail. The pages are served from a local
 HTTP server on 127.0.0.1, as a reader's browser would load them, and screenshots are written to
 ``_build/screenshots/``.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import re
 import shutil
 import subprocess
@@ -53,13 +55,21 @@ def _chromium_binary() -> str | None:
     return None
 
 
+def _missing(reason: str) -> None:
+    """Skip the test, or fail it when SWE_TOOLKIT_REQUIRE_BOOK=1 requires the book check."""
+    if os.environ.get("SWE_TOOLKIT_REQUIRE_BOOK") == "1":
+        pytest.fail(f"{reason} (SWE_TOOLKIT_REQUIRE_BOOK=1)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def chromium() -> str:
     if not (HTML / "index.html").is_file():
-        pytest.skip(f"{HTML} has no built book; run scripts/build_book.sh first")
+        _missing(f"{HTML} has no built book; run scripts/build_book.sh first")
     binary = _chromium_binary()
     if binary is None:
-        pytest.skip("no Chromium binary on PATH; install Debian's chromium package")
+        _missing("no Chromium binary on PATH; install Debian's chromium package")
+    assert binary is not None
     return binary
 
 

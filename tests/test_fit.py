@@ -8,7 +8,9 @@ import torch
 from conftest import make_tiny_model, make_tiny_tokenizer
 from swe_toolkit.capture import capture_activations
 from swe_toolkit.errors import ConfigurationError
-from swe_toolkit.fit import EditConfig, fit_edit, safety_directions
+from swe_toolkit.capture import SecondMoments
+from swe_toolkit.fit import EditConfig, fit_edit, penalty_matrix, safety_directions
+from swe_toolkit.solver import solve_edit
 from swe_toolkit.models.adapters import get_adapter
 
 ENGLISH = [
@@ -193,7 +195,8 @@ def test_preserve_prompts_reduce_change_on_harmless_prompts(setup) -> None:
         edit = fit_edit(
             model, tokenizer, english_harmful=ENGLISH, target_harmful={"th": TARGET},
             neurons={2: neurons}, general_texts=GENERAL[:2], preserve_prompts=preserve,
-            config=EditConfig(side="input", rank=4, alpha=10.0, lam_relative=1e-4), progress=False,
+            config=EditConfig(side="input", rank=4, alpha=1.0, lam_relative=1e-4, preserve_weight=10.0),
+            progress=False,
         )
         with edit.applied(model):
             after = _pre_activations(model, tokenizer, harmless, 2, neurons)
@@ -215,3 +218,35 @@ def test_merged_moments_add_counts_and_sums() -> None:
     other_layer = accumulate_second_moments(model, tokenizer, GENERAL[:2], [2], progress=False)[2]
     with pytest.raises(ConfigurationError, match="Cannot merge"):
         first.merged(other_layer)
+
+
+def test_penalty_matrix_relative_weights() -> None:
+    gen = torch.randn(5, 40, dtype=torch.float64)
+    moments = SecondMoments(layer=0, site="mlp_input", matrix=gen @ gen.T, sum=gen.sum(1), count=40)
+    anchors = torch.randn(3, 2, 5, dtype=torch.float64)
+    config = EditConfig(alpha=0.5, preserve_weight=2.0)
+    got = penalty_matrix(config, 12, moments, anchors)
+    a = anchors.reshape(-1, 5)
+    expected = 0.5 * 12 / 40 * gen @ gen.T + 2.0 * 12 / 6 * a.T @ a
+    torch.testing.assert_close(got, expected)
+    assert penalty_matrix(EditConfig(alpha=0.0, preserve_weight=0.0), 12, moments, anchors) is None
+    only_anchors = penalty_matrix(EditConfig(alpha=0.0, preserve_weight=1.0), 12, moments, anchors)
+    torch.testing.assert_close(only_anchors, 12 / 6 * a.T @ a)
+
+
+def test_heavy_anchors_approach_constrained_edit() -> None:
+    # As preserve_weight grows, the solution must tend to the brute-force edit that fits the
+    # targets exactly subject to D a = 0 on every anchor: D* = R (P X)^+ P, with P the projector
+    # onto the orthogonal complement of the anchors' span.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 20, dtype=torch.float64, generator=g)
+    r = torch.randn(3, 20, dtype=torch.float64, generator=g)
+    anchors = torch.randn(4, 12, dtype=torch.float64, generator=g)
+    light = solve_edit(x, r, K_g=penalty_matrix(EditConfig(preserve_weight=1e-6), 20, None, anchors),
+                       alpha=1.0, lam=1e-9)
+    heavy = solve_edit(x, r, K_g=penalty_matrix(EditConfig(preserve_weight=1e8), 20, None, anchors),
+                       alpha=1.0, lam=1e-9)
+    projector = torch.eye(12, dtype=torch.float64) - anchors.T @ torch.linalg.solve(anchors @ anchors.T, anchors)
+    expected = r @ torch.linalg.pinv(projector @ x) @ projector
+    assert (heavy.delta @ anchors.T).norm() < 1e-4 * (light.delta @ anchors.T).norm()
+    torch.testing.assert_close(heavy.delta, expected, rtol=1e-4, atol=1e-5)

@@ -152,6 +152,33 @@ def test_resolve_dtype_default_per_device(monkeypatch: pytest.MonkeyPatch) -> No
     assert resolve_dtype(None, torch.device("cuda", 0)) == torch.bfloat16
 
 
+def test_resolve_dtype_auto_follows_native_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import swe_toolkit.models.loading as loading
+
+    monkeypatch.setattr(loading, "cpu_has_native_bfloat16", lambda: True)
+    assert resolve_dtype("auto", "cpu") == torch.bfloat16
+    monkeypatch.setattr(loading, "cpu_has_native_bfloat16", lambda: False)
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype(" AUTO ", "cpu") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_dtype("auto", "cuda") == torch.bfloat16
+
+
+def test_cpu_has_native_bfloat16_reads_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import swe_toolkit.models.loading as loading
+
+    real_path = loading.Path
+    for flags, expected in (("fpu avx2 avx512f", False), ("fpu avx512_bf16", True), ("amx_bf16 amx_tile", True)):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\n")
+        monkeypatch.setattr(loading, "Path", lambda _name, info=info: info)
+        assert loading.cpu_has_native_bfloat16() is expected, flags
+    monkeypatch.setattr(loading, "Path", lambda _name: tmp_path / "missing")
+    assert loading.cpu_has_native_bfloat16() is False
+    monkeypatch.setattr(loading, "Path", real_path)
+
+
 def test_resolve_dtype_names_and_dtypes() -> None:
     cases = {
         "float32": torch.float32,
@@ -167,7 +194,7 @@ def test_resolve_dtype_names_and_dtypes() -> None:
         assert resolve_dtype(requested, "cpu") == expected, requested
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "float64", "auto", "", "int8", torch.float64, torch.int8, 32])
+@pytest.mark.parametrize("dtype", ["fp32", "float64", "automatic", "", "int8", torch.float64, torch.int8, 32])
 def test_resolve_dtype_invalid(dtype: object) -> None:
     with pytest.raises(ConfigurationError, match="dtype"):
         resolve_dtype(dtype, "cpu")  # type: ignore[arg-type]
