@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Execute every notebook with small parameters, check the deterministic outputs, build the book.
 #
-#   scripts/run_notebooks.sh [--in-place] [--full] [--skip-nbval] [--skip-book]
+#   scripts/run_notebooks.sh [--in-place] [--full] [--report=DIR] [--skip-nbval] [--skip-book]
 #
 # Papermill runs each notebook in notebooks/ with the 0.5B offline model and a few prompts (with
 # --full: with the defaults of each notebook's parameters cell, which are slow on a CPU) and
@@ -11,6 +11,8 @@
 # builds the book, which shows the outputs stored in notebooks/.
 #
 # NOTEBOOK_MODEL overrides the model, for example NOTEBOOK_MODEL=qwen2.5-coder-1.5b-instruct.
+# --report=DIR makes notebook 4 read the report of an earlier `swe-toolkit run` in DIR (for
+# example results/main-run) instead of running a small job, and skips its MGSM/MMMLU section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,15 +20,21 @@ in_place=0
 full=0
 run_nbval=1
 run_book=1
+report=""
 for argument in "$@"; do
     case "$argument" in
         --in-place) in_place=1 ;;
         --full) full=1 ;;
+        --report=*) report="${argument#--report=}" ;;
         --skip-nbval) run_nbval=0 ;;
         --skip-book) run_book=0 ;;
-        *) echo "unknown option $argument; use --in-place, --full, --skip-nbval or --skip-book" >&2; exit 2 ;;
+        *) echo "unknown option $argument; use --in-place, --full, --report=DIR, --skip-nbval or --skip-book" >&2; exit 2 ;;
     esac
 done
+if [[ -n $report && ! -f $report/report.json ]]; then
+    echo "--report=$report: no report.json in that folder; pass the output folder of swe-toolkit run" >&2
+    exit 2
+fi
 
 model="${NOTEBOOK_MODEL:-qwen2.5-coder-0.5b-instruct}"
 if [[ $full == 1 ]]; then
@@ -74,13 +82,20 @@ NUM_EXAMPLES: 2
 MAX_NEW_TOKENS: 24
 NEURONS: 512
 "
-execute 04_eight_languages "
+if [[ -n $report ]]; then
+    report_relative="$(python -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$report" "$out_dir")"
+    execute 04_eight_languages "
+REPORT_DIR: $report_relative
+"
+else
+    execute 04_eight_languages "
 RUN_SETTINGS: {num_fit: 6, num_test: 6, num_general: 4, max_new_tokens: 16, neurons: 512, batch_size: 8}
 MGSM_PATH: $fixtures/mgsm
 MMMLU_PATH: $fixtures/mmmlu
 TASK_LIMIT: 3
 MGSM_MAX_NEW_TOKENS: 24
 "
+fi
 execute 05_ablations "
 LANGUAGES: [en, zh, th, bn]
 NUM_FIT: 6

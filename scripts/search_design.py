@@ -28,7 +28,7 @@ from swe_toolkit.datasets import LANGUAGES, load_project_set
 from swe_toolkit.edit import SparseEdit
 from swe_toolkit.evaluation import LogitJudge, mean_kl_divergence
 from swe_toolkit.fit import EditConfig, fit_edit, safety_directions, solve_input_side, solve_output_side
-from swe_toolkit.localize import localize
+from swe_toolkit.localize import localize, score_neurons
 from swe_toolkit.models import load_model
 from swe_toolkit.models.adapters import get_adapter
 
@@ -45,7 +45,7 @@ def grid(num_layers: int, d_ff: int) -> list[dict]:
     early = round(0.4 * (num_layers - 1))
 
     def out(gain: float, preserve: float, **kw) -> EditConfig:
-        return EditConfig("output", kw.pop("rank", None), kw.pop("alpha", 1.0), 1e-3, gain=gain,
+        return EditConfig("output", kw.pop("rank", None), kw.pop("alpha", 1.0), kw.pop("lam", 1e-3), gain=gain,
                           preserve_weight=preserve, **kw)
 
     # The most informative configurations come first, so a run that is cut short keeps them.
@@ -59,6 +59,15 @@ def grid(num_layers: int, d_ff: int) -> list[dict]:
         dict(name="out-mid-1024-g4-p1", layers=[mid], k=1024, cfg=out(4.0, 1.0)),
         dict(name="out-late-4096-g4-p1", layers=[late], k=4096, cfg=out(4.0, 1.0)),
         dict(name="out-early-4096-g4-p1", layers=[early], k=4096, cfg=out(4.0, 1.0)),
+        dict(name="out-mid-1024-g6-p1", layers=[mid], k=1024, cfg=out(6.0, 1.0)),
+        dict(name="out-mid-1024-g6-p1-selall", layers=[mid], k=1024, cfg=out(6.0, 1.0), select="all"),
+        dict(name="out-mid-1024-g4-p1-selall", layers=[mid], k=1024, cfg=out(4.0, 1.0), select="all"),
+        dict(name="out-mid-2048-g6-p1-selall", layers=[mid], k=2048, cfg=out(6.0, 1.0), select="all"),
+        dict(name="out-mid-1024-g8-p1", layers=[mid], k=1024, cfg=out(8.0, 1.0)),
+        dict(name="out-mid-1024-g8-p4", layers=[mid], k=1024, cfg=out(8.0, 4.0)),
+        dict(name="out-mid-2048-g6-p1", layers=[mid], k=2048, cfg=out(6.0, 1.0)),
+        dict(name="out-mid-512-g8-p1", layers=[mid], k=512, cfg=out(8.0, 1.0)),
+        dict(name="out-mid-1024-g8-p1-lam1e-2", layers=[mid], k=1024, cfg=out(8.0, 1.0, lam=1e-2)),
         dict(name="out-mid-4096-g4-p1-q4", layers=[mid], k=4096, cfg=out(4.0, 1.0, subspace_dim=4)),
         dict(name="out-mid-4096-g4-p1-r64", layers=[mid], k=4096, cfg=out(4.0, 1.0, rank=64)),
         dict(name="out-mid-4096-g4-p1-a10", layers=[mid], k=4096, cfg=out(4.0, 1.0, alpha=10.0)),
@@ -104,8 +113,20 @@ class Search:
             self.cache["loc"] = localize(harmful.neurons, harmless.neurons, k=self.adapter.d_ff)
         return self.cache["loc"]
 
-    def neurons(self, layer: int, k: int) -> torch.Tensor:
-        scores = self.localization().scores[layer]
+    def neurons(self, layer: int, k: int, select: str = "en") -> torch.Tensor:
+        """Top-k neurons of ``layer`` by |Cohen's d| on English ("en") or all-language ("all") fit prompts."""
+        if select == "en":
+            scores = self.localization().scores[layer]
+        else:
+            key = ("loc-all", layer)
+            if key not in self.cache:
+                kw = dict(sites=("neurons",), batch_size=self.args.batch_size, progress=False)
+                groups = []
+                for dataset in (self.harmful_fit, self.harmless_fit):
+                    texts = [t for lang in self.languages for t in dataset.texts(lang)]
+                    groups.append({layer: capture_activations(self.model, self.tokenizer, texts, [layer], **kw).neurons[layer]})
+                self.cache[key] = score_neurons(groups[0], groups[1])[layer]
+            scores = self.cache[key]
         return torch.argsort(scores.abs(), descending=True, stable=True)[:k].sort().values
 
     def general_texts(self) -> list[str]:
@@ -115,13 +136,13 @@ class Search:
         subset = self.harmless_fit.take(self.args.num_preserve, seed=0)
         return [t for lang in self.languages for t in subset.texts(lang)]
 
-    def captured(self, layer: int, positions: str, side: str, k: int):
-        key = ("acts", layer, positions, side, k)
+    def captured(self, layer: int, positions: str, side: str, k: int, select: str = "en"):
+        key = ("acts", layer, positions, side, k, select)
         if key in self.cache:
             return self.cache[key]
         kw = dict(batch_size=self.args.batch_size, progress=False, positions=positions)
         result = {}
-        subset = {layer: self.neurons(layer, k)} if side == "output" else None
+        subset = {layer: self.neurons(layer, k, select)} if side == "output" else None
         sites = ("mlp_input",) if side == "input" else ("neurons", "residual")
         for lang in self.languages:
             result[lang] = capture_activations(
@@ -135,10 +156,10 @@ class Search:
         self.cache[key] = result
         return result
 
-    def moments(self, layer: int, side: str, k: int) -> SecondMoments:
-        key = ("mom", layer, side, k)
+    def moments(self, layer: int, side: str, k: int, select: str = "en") -> SecondMoments:
+        key = ("mom", layer, side, k, select)
         if key not in self.cache:
-            subset = {layer: self.neurons(layer, k)} if side == "output" else None
+            subset = {layer: self.neurons(layer, k, select)} if side == "output" else None
             site = "mlp_input" if side == "input" else "neurons"
             self.cache[key] = accumulate_second_moments(
                 self.model, self.tokenizer, self.general_texts(), [layer], site=site, neuron_subset=subset,
@@ -146,11 +167,11 @@ class Search:
             )[layer]
         return self.cache[key]
 
-    def anchors(self, layer: int, side: str, k: int) -> torch.Tensor:
+    def anchors(self, layer: int, side: str, k: int, select: str = "en") -> torch.Tensor:
         """Post-instruction activations of the harmless fit prompts in every language."""
-        key = ("anchors", layer, side, k)
+        key = ("anchors", layer, side, k, select)
         if key not in self.cache:
-            subset = {layer: self.neurons(layer, k)} if side == "output" else None
+            subset = {layer: self.neurons(layer, k, select)} if side == "output" else None
             site = "mlp_input" if side == "input" else "neurons"
             acts = capture_activations(
                 self.model, self.tokenizer, self.preserve_prompts(), [layer], sites=(site,),
@@ -165,12 +186,13 @@ class Search:
         (layer,) = spec["layers"]
         cfg: EditConfig = spec["cfg"]
         k = spec["k"]
-        acts = self.captured(layer, spec.get("positions", "post_instruction"), cfg.side, k)
+        select = spec.get("select", "en")
+        acts = self.captured(layer, spec.get("positions", "post_instruction"), cfg.side, k, select)
         rows = self._fit_rows(spec)
         layer_view = self.adapter.layer(layer)
-        neurons = self.neurons(layer, k)
-        general = self.moments(layer, cfg.side, k)
-        anchors = self.anchors(layer, cfg.side, k) if cfg.preserve_weight > 0 else None
+        neurons = self.neurons(layer, k, select)
+        general = self.moments(layer, cfg.side, k, select)
+        anchors = self.anchors(layer, cfg.side, k, select) if cfg.preserve_weight > 0 else None
         if cfg.side == "input":
             target = torch.cat([acts[lang].mlp_input[layer][rows] for lang in self.targets])
             english = acts["en"].mlp_input[layer][rows].repeat(len(self.targets), 1, 1)
@@ -303,11 +325,12 @@ def main() -> None:
         row.update(
             layers=spec["layers"], k=spec["k"], config=spec["cfg"].as_dict(),
             positions=spec.get("positions", "post_instruction"), fit_fraction=spec.get("fit_fraction", 1.0),
+            select=spec.get("select", "en"),
             fit_seconds=fitted, seconds=time.perf_counter() - start,
         )
         record(row)
         search.cache = {
-            key: value for key, value in search.cache.items() if key[0] in ("loc", "acts", "mom", "anchors")
+            key: value for key, value in search.cache.items() if key[0] in ("loc", "loc-all", "acts", "mom", "anchors")
         }
 
 

@@ -68,7 +68,7 @@ class RunConfig:
     model: str = DEFAULT_MODEL
     languages: tuple[str, ...] = LANGUAGES
     layers: tuple[int, ...] | None = None
-    neurons: int = 4096
+    neurons: int = 1024
     per_layer: bool = True
     side: str = "output"
     rank: int | None = None
@@ -83,7 +83,7 @@ class RunConfig:
     batch_size: int = 16
     judge: str = "lexicon"
     num_fit: int | None = None
-    num_test: int | None = 32
+    num_test: int | None = None
     num_general: int = 32
     num_kl: int = 12
     seed: int = 0
@@ -707,9 +707,9 @@ def register_cli(commands: argparse._SubParsersAction) -> None:
     add("--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens generated per reply")
     add("--batch-size", type=int, default=d.batch_size, help="prompts per forward pass")
     add("--judge", default=d.judge, help="refusal judge: lexicon, logit or guard:<model id>")
-    add("--num-fit", type=_parse_count, default=d.num_fit,
+    add("--num-fit", type=_parse_count, default="all" if d.num_fit is None else str(d.num_fit),
         help="fit prompts per set, drawn from the fit split; 'all' for the whole split")
-    add("--num-test", type=_parse_count, default=d.num_test,
+    add("--num-test", type=_parse_count, default="all" if d.num_test is None else str(d.num_test),
         help="test prompts per set and language, drawn from the test split by a seeded hash; 'all' for the whole split")
     add("--num-general", type=int, default=d.num_general, help="general fit texts per language for the penalty")
     add("--num-kl", type=int, default=d.num_kl,
