@@ -20,7 +20,7 @@ Usage::
 
 The key ratio is the overhead of ``capture_activations`` over the plain forward pass to the same
 depth (target: at most 5%). Achieved FLOP/s use the formula of benchmarks/ceilings.py over padded
-tokens and are divided by the float32 matmul rate measured in the same run.
+tokens and are divided by the matmul rate of the model's dtype measured in the same run.
 """
 
 from __future__ import annotations
@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
     parser.add_argument("--layer", type=int, default=None, help="captured layer L (default: the pipeline's default edit layer)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median reported)")
+    parser.add_argument("--dtype", default="float32",
+                        help="model dtype: float32, bfloat16 or auto (see swe_toolkit.models.resolve_dtype)")
     add_threads_option(parser)
     args = parser.parse_args(argv)
     apply_threads_option(args)
@@ -112,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         args.repeats = min(args.repeats, 3)
     model_name = args.model or (QUICK_MODEL if args.quick else DEFAULT_MODEL)
 
-    model, tokenizer = load_model(model_name, device="cpu", dtype="float32")
+    model, tokenizer = load_model(model_name, device="cpu", dtype=args.dtype)
+    dtype_name = str(model.dtype).removeprefix("torch.")
+    ceiling_key = "bf16_matmul_gflops" if model.dtype == torch.bfloat16 else "matmul_gflops"
     adapter = get_adapter(model)
     layer = args.layer if args.layer is not None else default_layers(adapter.num_layers)[0]
     layer = adapter.layer(layer).index
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 flops -= 2.0 * shape.hidden * shape.vocab * (1 - rows_run / padded)
             rate = flops * padded / seconds
             rate_text = f"{rate / 1e9:.1f}"
-            share = f"{rate / (measured['matmul_gflops'] * 1e9):.0%}"
+            share = f"{rate / (measured[ceiling_key] * 1e9):.0%}"
         else:
             rate_text = share = "-"
         table_rows.append([label, f"{seconds:.4g}", timings[key].spread, f"{real / seconds:,.0f}", rate_text, share])
@@ -191,9 +195,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(machine_summary())
     print(
-        f"model: {model_name} (float32, {shape.layers} layers), layer L={layer}, {len(prompts)} prompts "
+        f"model: {model_name} ({dtype_name}, {shape.layers} layers), layer L={layer}, {len(prompts)} prompts "
         f"({prompt_tokens[0]} tokens, {prompt_tokens[1]} with padding), batch size {args.batch_size}, "
-        f"median of {args.repeats} repeats; matmul ceiling {measured['matmul_gflops']:.1f} GFLOP/s measured in this run\n"
+        f"median of {args.repeats} repeats; {dtype_name} matmul ceiling {measured[ceiling_key]:.1f} GFLOP/s measured in this run\n"
     )
     print(markdown_table(["measurement", "median s", "range s", "tokens/s", "GFLOP/s", "share of matmul ceiling"], table_rows))
     print()

@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per batch of the batched runs")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="generated tokens per reply at most")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median reported)")
+    parser.add_argument("--dtype", default="float32",
+                        help="model dtype: float32, bfloat16 or auto (see swe_toolkit.models.resolve_dtype)")
     add_threads_option(parser)
     args = parser.parse_args(argv)
     apply_threads_option(args)
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     model_name = args.model or (QUICK_MODEL if args.quick else DEFAULT_MODEL)
     languages = tuple(part.strip() for part in args.languages.split(",") if part.strip())
 
-    model, tokenizer = load_model(model_name, device="cpu", dtype="float32")
+    model, tokenizer = load_model(model_name, device="cpu", dtype=args.dtype)
     items = evaluation_prompts(args.num_prompts, languages)
     prompts = [prompt for _, _, prompt in items]
     logit_judge = LogitJudge(model, tokenizer, batch_size=args.batch_size, progress=False)
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(machine_summary())
     print(
-        f"model: {model_name} (float32), {len(prompts)} prompts ({', '.join(languages)}), "
+        f"model: {model_name} ({str(model.dtype).removeprefix('torch.')}), {len(prompts)} prompts ({', '.join(languages)}), "
         f"max_new_tokens={args.max_new_tokens}, median of {args.repeats} repeats\n"
     )
     print("Generation:\n")

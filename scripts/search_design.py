@@ -26,7 +26,7 @@ import torch
 from swe_toolkit.capture import SecondMoments, accumulate_second_moments, capture_activations
 from swe_toolkit.datasets import LANGUAGES, load_project_set
 from swe_toolkit.edit import SparseEdit
-from swe_toolkit.evaluation import LogitJudge, mean_kl_divergence
+from swe_toolkit.evaluation import LexiconJudge, LogitJudge, generate, mean_kl_divergence
 from swe_toolkit.fit import EditConfig, fit_edit, safety_directions, solve_input_side, solve_output_side
 from swe_toolkit.localize import localize, score_neurons
 from swe_toolkit.models import load_model
@@ -60,6 +60,9 @@ def grid(num_layers: int, d_ff: int) -> list[dict]:
         dict(name="out-late-4096-g4-p1", layers=[late], k=4096, cfg=out(4.0, 1.0)),
         dict(name="out-early-4096-g4-p1", layers=[early], k=4096, cfg=out(4.0, 1.0)),
         dict(name="out-mid-1024-g6-p1", layers=[mid], k=1024, cfg=out(6.0, 1.0)),
+        dict(name="out-mid-1024-g4-p4", layers=[mid], k=1024, cfg=out(4.0, 4.0)),
+        dict(name="out-mid-1024-g4-p16", layers=[mid], k=1024, cfg=out(4.0, 16.0)),
+        dict(name="out-mid-1024-g5-p16", layers=[mid], k=1024, cfg=out(5.0, 16.0)),
         dict(name="out-mid-1024-g6-p1-selall", layers=[mid], k=1024, cfg=out(6.0, 1.0), select="all"),
         dict(name="out-mid-1024-g4-p1-selall", layers=[mid], k=1024, cfg=out(4.0, 1.0), select="all"),
         dict(name="out-mid-2048-g6-p1-selall", layers=[mid], k=2048, cfg=out(6.0, 1.0), select="all"),
@@ -99,7 +102,10 @@ class Search:
         self.harmless_dev = harmless.split("dev")
         self.general_fit = general.split("fit").take(args.num_general, seed=0)
         self.general_dev = general.split("dev").take(4, seed=0)
-        self.judge = LogitJudge(self.model, self.tokenizer, batch_size=args.batch_size, progress=False)
+        if args.judge == "logit":
+            self.judge = LogitJudge(self.model, self.tokenizer, batch_size=args.batch_size, progress=False)
+        else:
+            self.judge = LexiconJudge()
         self.cache: dict[tuple, object] = {}
 
     # --- cached inputs ---------------------------------------------------------------------------
@@ -227,10 +233,17 @@ class Search:
         )
 
     def refusal_scores(self, dataset, languages) -> dict[str, float]:
+        """Mean refusal probability (logit judge) or refusal rate (lexicon judge) per language."""
         scores = {}
         for lang in languages:
-            result = self.judge.judge(dataset.texts(lang), None, lang)
-            scores[lang] = sum(result.scores) / len(result.scores)
+            prompts = dataset.texts(lang)
+            replies = None
+            if self.args.judge == "lexicon":
+                replies = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.args.max_new_tokens,
+                                   batch_size=self.args.batch_size, progress=False)
+            result = self.judge.judge(prompts, replies, lang)
+            values = result.scores if result.scores is not None else [float(flag) for flag in result.refused]
+            scores[lang] = sum(values) / len(values)
         return scores
 
     def evaluate(self, edit: SparseEdit | None) -> dict:
@@ -256,13 +269,14 @@ def render_table(rows: list[dict]) -> str:
     languages = sorted({lang for row in rows for lang in row["harmful"]}, key=lambda x: (x != "en", x))
     header = "| configuration | " + " | ".join(f"harmful {lang}" for lang in languages)
     over = sorted({lang for row in rows for lang in row["harmless"]}, key=lambda x: (x != "en", x))
-    header += " | " + " | ".join(f"harmless {lang}" for lang in over) + " | KL general | dtype |"
-    lines = [header, "|" + "---|" * (len(languages) + len(over) + 3)]
+    header += " | " + " | ".join(f"harmless {lang}" for lang in over) + " | KL general | dtype | judge |"
+    lines = [header, "|" + "---|" * (len(languages) + len(over) + 4)]
     for row in rows:
         cells = [f"{row['harmful'].get(lang, float('nan')):.3f}" for lang in languages]
         cells += [f"{row['harmless'].get(lang, float('nan')):.3f}" for lang in over]
         lines.append(
-            f"| {row['name']} | " + " | ".join(cells) + f" | {row['kl']:.4f} | {row.get('dtype', '?')} |"
+            f"| {row['name']} | " + " | ".join(cells)
+            + f" | {row['kl']:.4f} | {row.get('dtype', '?')} | {row.get('judge', 'logit')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -275,6 +289,10 @@ def main() -> None:
     parser.add_argument("--num-general", type=int, default=24, help="general fit texts per language")
     parser.add_argument("--num-preserve", type=int, default=51,
                         help="harmless fit prompts per language used as anchors")
+    parser.add_argument("--judge", choices=("logit", "lexicon"), default="logit",
+                        help="logit: mean refusal probability, one forward pass; lexicon: refusal rate of "
+                             "generated replies (slower)")
+    parser.add_argument("--max-new-tokens", type=int, default=12, help="tokens generated per reply (lexicon judge)")
     parser.add_argument("--dtype", default="auto", help="model dtype (see swe_toolkit.models.resolve_dtype)")
     parser.add_argument("--harmless-languages", default="en,th,bn,he",
                         help="languages of the dev harmless prompts scored per configuration")
@@ -298,6 +316,7 @@ def main() -> None:
 
     def record(row: dict) -> None:
         row["dtype"] = str(next(search.model.parameters()).dtype).removeprefix("torch.")
+        row["judge"] = args.judge
         with open(args.out, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
         harmful = row["harmful"]
