@@ -152,11 +152,15 @@ class SparseEdit:
         self._model_ref: int | None = None
 
     def __repr__(self) -> str:
+        state = "applied" if self.is_applied else "not applied"
+        return f"SparseEdit({self.describe()}; {state})"
+
+    def describe(self) -> str:
+        """Return the layers, sides, neuron counts, ranks and model id, without the applied state."""
         parts = ", ".join(
             f"L{e.layer}/{e.side}: {e.neurons.numel()} neurons, rank {e.rank}" for e in self.layers
         )
-        state = "applied" if self.is_applied else "not applied"
-        return f"SparseEdit({parts}; model={self.model_id!r}; {state})"
+        return f"{parts}; model={self.model_id!r}"
 
     @property
     def is_applied(self) -> bool:

@@ -6,7 +6,7 @@
 ``report.json``             settings, seeds, versions, per-language metrics with intervals, timings
 ``report.md``               a table per language: ASR and over-refusal before/after, KL
 ``asr_by_language.png``     attack success rate per language before and after the edit
-``neurons_per_layer.png``   safety neurons selected per layer
+``neurons_per_layer.png``   mean absolute Cohen's d of each layer's top-100 neurons
 ``edit.safetensors``        the fitted edit (:class:`swe_toolkit.edit.SparseEdit`)
 ``generations.jsonl``       every generation, harmful completions truncated
 ==========================  =====================================================================
@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -141,10 +142,12 @@ class Timings:
         start = time.perf_counter()
         try:
             yield
+        except BaseException:
+            logger.info("stage %s: failed after %.1f s", name, time.perf_counter() - start)
+            raise
         finally:
-            elapsed = time.perf_counter() - start
-            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed
-            logger.info("stage %s: done in %.1f s", name, elapsed)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        logger.info("stage %s: done in %.1f s", name, self.seconds[name])
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -171,10 +174,21 @@ def parse_languages(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def check_output_folder(out: Path, overwrite: bool) -> None:
-    """Raise ConfigurationError for an output folder that contains files, unless ``overwrite`` is set."""
+    """Raise ConfigurationError unless ``out`` is missing, empty, or an earlier run to overwrite.
+
+    ``overwrite`` replaces only a folder that contains ``report.json`` (the mark of an earlier run),
+    so a mistyped ``--out`` never deletes other files.
+    """
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"--out {out} is a file; pass a folder path")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / "report.json").is_file():
+        raise ConfigurationError(
+            f"--out {out} contains files but no report.json, so it is not an earlier run; "
+            "choose an empty or new folder (--overwrite replaces only earlier runs)"
+        )
+    if not overwrite:
         raise ConfigurationError(
             f"--out {out} already contains files of an earlier run; pass --overwrite to replace "
             "them or choose another folder"
@@ -188,7 +202,17 @@ def load_run_data(config: RunConfig) -> RunData:
     def load(name: str, path: Path | None) -> ParallelSet:
         if path is None:
             return load_project_set(name, languages=langs)  # type: ignore[arg-type]
-        return load_parallel_jsonl(path, label=name, languages=langs, name=path.name)
+        try:
+            return load_parallel_jsonl(path, label=name, languages=langs, name=path.name)
+        except ConfigurationError as error:
+            # The library's hint names its strict=False argument, which the CLI does not offer.
+            message = re.sub(
+                r", request only those languages, or pass strict=False.*$",
+                " or pass only those languages to --languages.",
+                str(error),
+                flags=re.DOTALL,
+            )
+            raise ConfigurationError(message) from None
 
     harmful = load("harmful", config.harmful_path)
     harmless = load("harmless", config.harmless_path)
@@ -535,9 +559,14 @@ def _write_json(path: Path, payload: Any) -> None:
 @contextmanager
 def staged_output(out: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a fresh staging folder that replaces ``out`` only when the block succeeds."""
+    out = out.resolve()
     check_output_folder(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    # mkdtemp creates the folder with mode 0700; give the finished run the umask's usual mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         yield staging
     except BaseException:
@@ -620,7 +649,7 @@ def run(config: RunConfig) -> dict[str, Any]:
                 "top": [list(row) for row in localization.top(20)],
             },
             "edit": {
-                "summary": repr(edit),
+                "summary": f"SparseEdit({edit.describe()})",
                 "parameters_changed": edit.num_parameters_changed,
                 "layers": edit.to_metadata()["layers"],
             },
@@ -662,9 +691,21 @@ def _parse_rank(text: str) -> int | None:
     if text.lower() in ("full", "none"):
         return None
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid rank {text!r}; use a positive integer or 'full'") from None
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid rank {text!r}; use a positive integer or 'full'")
+    return value
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Append "(default: ...)" only to informative defaults, so not to None or to on/off flags."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def register_cli(commands: argparse._SubParsersAction) -> None:
@@ -678,7 +719,7 @@ def register_cli(commands: argparse._SubParsersAction) -> None:
             "neurons, fit the closed-form edit on the fit split, and measure again on the test "
             "split. Every default is documented below."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     add = parser.add_argument
     add("--model", default=d.model, help="offline model name, local folder or Hugging Face Hub id")
@@ -690,16 +731,16 @@ def register_cli(commands: argparse._SubParsersAction) -> None:
         help="select the neuron count over all layers together instead of per layer")
     add("--side", choices=("input", "output"), default=d.side,
         help="edit the neurons' input rows (gate/up) or output columns (down projection)")
-    add("--rank", type=_parse_rank, default=d.rank, help="rank bound of the weight change, or 'full'")
+    add("--rank", type=_parse_rank, default=d.rank, help="rank bound of the weight change (count), or 'full' (default: full)")
     add("--alpha", type=float, default=d.alpha,
-        help="weight of the general-text penalty, per token relative to a fit position")
+        help="weight of the general-text penalty (dimensionless), per token relative to a fit position")
     add("--lam", dest="lam_relative", type=float, default=d.lam_relative,
         help="ridge weight relative to the mean diagonal of the whitened system")
     add("--constraint", choices=("penalty", "nullspace"), default=d.constraint,
         help="soft penalty on general inputs, or hard projection onto their null space")
     add("--null-threshold", type=float, default=d.null_threshold,
         help="null-space constraint: keep eigen-directions below this fraction of the largest eigenvalue")
-    add("--gain", type=float, default=d.gain, help="output side: multiplier on the English-minus-target target")
+    add("--gain", type=float, default=d.gain, help="output side: multiplier (dimensionless) on the English-minus-target target")
     add("--subspace-dim", type=int, default=d.subspace_dim, help="output side: number of safety directions")
     add("--preserve-weight", type=float, default=d.preserve_weight,
         help="weight of keeping harmless fit prompts' reply-start positions unchanged, relative to "
@@ -714,16 +755,16 @@ def register_cli(commands: argparse._SubParsersAction) -> None:
     add("--num-general", type=int, default=d.num_general, help="general fit texts per language for the penalty")
     add("--num-kl", type=int, default=d.num_kl,
         help="general and harmless test texts per language for the KL divergence")
-    add("--harmful", dest="harmful_path", type=Path, default=None, help="parallel harmful JSONL replacing the built-in set")
-    add("--harmless", dest="harmless_path", type=Path, default=None, help="parallel harmless JSONL replacing the built-in set")
-    add("--general", dest="general_path", type=Path, default=None, help="parallel general-text JSONL replacing the built-in set")
-    add("--seed", type=int, default=d.seed, help="seed for subsampling and bootstrap")
-    add("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    add("--harmful", dest="harmful_path", type=Path, default=None, help="parallel harmful JSONL replacing the built-in set (default: the built-in set)")
+    add("--harmless", dest="harmless_path", type=Path, default=None, help="parallel harmless JSONL replacing the built-in set (default: the built-in set)")
+    add("--general", dest="general_path", type=Path, default=None, help="parallel general-text JSONL replacing the built-in set (default: the built-in set)")
+    add("--seed", type=int, default=d.seed, help="integer seed for subsampling and bootstrap")
+    add("--device", default=d.device, help="device name: auto, cpu, cuda or cuda:N (auto picks cuda when available)")
     add("--dtype", default=d.dtype,
         help="auto, float32, bfloat16 or float16; auto is bfloat16 on CUDA and on CPUs with native "
              "bfloat16 matmul (AMX or AVX512-BF16), float32 elsewhere")
     add("--out", type=Path, default=d.out, help="output folder")
-    add("--overwrite", action="store_true", help="replace the files of an earlier run in --out")
+    add("--overwrite", action="store_true", help="replace an earlier run in --out (a folder that contains report.json)")
     add("--no-progress", dest="progress", action="store_false", help="hide progress bars")
     parser.set_defaults(handler=_cmd_run)
 

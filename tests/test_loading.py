@@ -371,3 +371,8 @@ def test_load_model_passes_trust_remote_code(
     assert calls["model"]["trust_remote_code"] is expected
     assert calls["tokenizer"]["trust_remote_code"] is expected
     assert calls["model"]["dtype"] == torch.float32
+
+
+def test_offline_name_typo_suggests_match() -> None:
+    with pytest.raises(ConfigurationError, match="did you mean 'qwen2.5-coder-0.5b-instruct'"):
+        load_model("qwen2.5-coder-0.5b-instrct")

@@ -71,10 +71,33 @@ def test_existing_output_is_refused_and_kept(model_dir, tmp_path, capsys) -> Non
 def test_overwrite_replaces_earlier_run(model_dir, tmp_path) -> None:
     out = tmp_path / "run"
     out.mkdir()
+    (out / "report.json").write_text("earlier")
     (out / "stale.txt").write_text("earlier")
     assert _run_cli(model_dir, out, "--overwrite") == 0
     assert not (out / "stale.txt").exists()
-    assert (out / "report.json").is_file()
+    assert (out / "report.json").read_text() != "earlier"
+
+
+def test_overwrite_keeps_folder_that_is_no_run(model_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "data"
+    (out / "sub").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "sub" / "a.txt").write_text("mine too")
+    assert _run_cli(model_dir, out, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "no report.json" in err
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "sub" / "a.txt").read_text() == "mine too"
+
+
+def test_finished_run_has_usual_permissions(model_dir, tmp_path) -> None:
+    import os
+
+    out = tmp_path / "run"
+    assert _run_cli(model_dir, out) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
 @pytest.mark.parametrize(
@@ -84,6 +107,9 @@ def test_overwrite_replaces_earlier_run(model_dir, tmp_path) -> None:
         (["--languages", "th,bn"], "lacks 'en'"),
         (["--layer", "99"], "--layer 99 is out of range"),
         (["--rank", "100000"], "--rank 100000 is larger than possible"),
+        (["--rank", "-3"], "invalid rank '-3'"),
+        (["--rank", "0"], "invalid rank '0'"),
+        (["--model", "qwen2.5-coder-0.5b-instrct"], "did you mean 'qwen2.5-coder-0.5b-instruct'"),
         (["--neurons", "0"], "--neurons 0 is invalid"),
         (["--model", "/nonexistent/model"], "/nonexistent/model"),
         (["--model", "no-such-offline-model-name"], "no-such-offline-model-name"),
@@ -92,7 +118,11 @@ def test_overwrite_replaces_earlier_run(model_dir, tmp_path) -> None:
 def test_bad_input_exits_2_with_one_line(model_dir, tmp_path, capsys, args, message) -> None:
     out = tmp_path / "run"
     argv = ["run", "--model", str(model_dir), "--out", str(out), "--languages", "en,th", *FAST, *args]
-    assert main(argv) == 2
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse rejects malformed values before main returns
+        code = exit_info.code
+    assert code == 2
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
@@ -116,6 +146,8 @@ def test_bad_data_files_exit_2(model_dir, tmp_path, capsys) -> None:
     assert _run_cli(model_dir, out, "--harmful", str(partial)) == 2
     err = capsys.readouterr().err
     assert "bn" in err
+    assert "strict=False" not in err
+    assert "--languages" in err
     assert not out.exists()
 
 
@@ -127,6 +159,10 @@ def test_run_help_lists_units_and_defaults(capsys) -> None:
     for option in ("--model", "--languages", "--layer", "--neurons", "--rank", "--alpha", "--out", "--overwrite"):
         assert option in text
     assert "default: qwen2.5-coder-1.5b-instruct" in text
+    assert "default: full" in text
+    assert "(default: None)" not in " ".join(text.split())
+    assert "(default: True)" not in " ".join(text.split())
+    assert "(default: False)" not in " ".join(text.split())
 
 
 def test_parse_languages_puts_english_first() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -62,7 +63,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def cpu_has_native_bfloat16() -> bool:
     """Return True when the CPU multiplies bfloat16 matrices in hardware (AMX or AVX512-BF16).
 
-    The flags are read from ``/proc/cpuinfo``, so the answer is False where that file is missing
+    The flags are read from ``/proc/cpuinfo``, so the result is False where that file is missing
     (macOS, Windows). On such CPUs torch 2.13's bfloat16 matmul ran 5-6 times faster than float32
     in our measurement on a 2-core Xeon with AMX. Elsewhere bfloat16 is emulated and slower.
     """
@@ -125,6 +126,12 @@ def _resolve_source(
         return str(folder), f"offline model {text} (cache {folder})", {}
 
     path = Path(text).expanduser()
+    close = difflib.get_close_matches(text, list(OFFLINE_MODELS), n=1, cutoff=0.85)
+    if close and "/" not in text and not path.exists():
+        raise ConfigurationError(
+            f"Model {text!r} is not an offline model name; did you mean {close[0]!r}? "
+            f"Offline models: {', '.join(OFFLINE_MODELS)}."
+        )
     if path.is_dir():
         if revision is not None:
             raise ConfigurationError(f"revision={revision!r} applies only to Hub ids, not to local folder {path}.")
