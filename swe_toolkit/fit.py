@@ -25,6 +25,7 @@ resemble harmful ones in the same language.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -250,11 +251,16 @@ def _solve(
 ) -> EditSolution:
     """Solve for ``D`` with ``D x ~ target`` under the penalty of :func:`penalty_matrix`."""
     penalty = penalty_matrix(config, x.shape[1], general, anchors, x.device)
+    weight = 1.0 if penalty is not None else 0.0
+    if penalty is None and config.constraint == "nullspace" and general is not None:
+        # With alpha = 0 the general text still defines the null space; only the soft term goes.
+        penalty = penalty_matrix(dataclasses.replace(config, alpha=1.0), x.shape[1], general, anchors, x.device)
+        weight = 0.0
     return solve_edit(
         x,
         target,
         K_g=penalty,
-        alpha=1.0 if penalty is not None else 0.0,
+        alpha=weight,
         lam_relative=config.lam_relative,
         rank=config.rank,
         constraint=config.constraint,

@@ -250,3 +250,14 @@ def test_heavy_anchors_approach_constrained_edit() -> None:
     expected = r @ torch.linalg.pinv(projector @ x) @ projector
     assert (heavy.delta @ anchors.T).norm() < 1e-4 * (light.delta @ anchors.T).norm()
     torch.testing.assert_close(heavy.delta, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_nullspace_with_zero_alpha_fits(setup) -> None:
+    model, tokenizer = setup
+    edit = fit_edit(
+        model, tokenizer, english_harmful=ENGLISH, target_harmful={"th": TARGET},
+        neurons={2: torch.arange(16)}, general_texts=GENERAL[:4],
+        config=EditConfig(side="input", rank=2, alpha=0.0, constraint="nullspace", null_threshold=0.5),
+        progress=False,
+    )
+    assert edit.layers[0].rank == 2
