@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .capture import Activations, SecondMoments, accumulate_second_moments, capture_activations
+from .cache import ActivationCache, check_cache
+from .capture import SecondMoments, accumulate_second_moments, capture_activations
 from .edit import LayerEdit, Side, SparseEdit, make_layer_edit
 from .errors import ConfigurationError, ShapeError
 from .models.adapters import LayerMLP, get_adapter
@@ -306,6 +307,7 @@ def fit_edit(
     model_id: str = "",
     batch_size: int = 8,
     progress: bool = True,
+    cache: ActivationCache | None = None,
 ) -> SparseEdit:
     """Fit an edit of every layer in ``neurons``, in increasing layer order.
 
@@ -326,8 +328,12 @@ def fit_edit(
             sound harmful) rendered with the chat template; their post-instruction positions are
             the anchors kept unchanged with weight ``config.preserve_weight``. Ignored when that
             weight is 0.
+        cache: an :class:`~swe_toolkit.cache.ActivationCache` of ``model`` that keeps the first
+            layer's activations for later fits, for sweeps over settings; ``None`` captures
+            everything afresh. Its own batch size and progress setting apply to what it captures.
     """
     _check_parallel(english_harmful, target_harmful)
+    check_cache(cache, model)
     if config.side == "output" and not english_harmless:
         raise ConfigurationError("the output-side edit needs english_harmless prompts")
     use_anchors = bool(preserve_prompts) and config.preserve_weight > 0
@@ -348,54 +354,26 @@ def fit_edit(
         for layer_index in layers:
             layer = adapter.layer(layer_index)
             index = neurons[layer_index].to(torch.int64)
-            if config.side == "input":
-                sites = ("mlp_input",)
-                subset = None
-            else:
-                sites = ("neurons", "residual")
-                subset = {layer_index: index}
-            target = capture_activations(
-                model, tokenizer, target_prompts, [layer_index], sites=sites,
-                batch_size=batch_size, neuron_subset=subset, progress=progress,
-            )
-            english = capture_activations(
-                model, tokenizer, list(english_harmful), [layer_index], sites=("mlp_input", "residual"),
-                batch_size=batch_size, progress=progress,
-            )
-            english_rows = _repeat_rows(english, len(languages))
+            # The cache contains activations of the unedited model, so only the first layer may use it.
+            captures = _Captures(model, tokenizer, layer_index, cache if not applied else None, batch_size, progress)
             site = "mlp_input" if config.side == "input" else "neurons"
-            general = None
-            if general_texts:
-                general = accumulate_second_moments(
-                    model, tokenizer, list(general_texts), [layer_index], site=site, neuron_subset=subset,
-                    batch_size=batch_size, progress=progress,
-                )[layer_index]
-            anchors = None
-            if use_anchors:
-                anchors = getattr(
-                    capture_activations(
-                        model, tokenizer, list(preserve_prompts or ()), [layer_index], sites=(site,),
-                        batch_size=batch_size, neuron_subset=subset, progress=progress,
-                    ),
-                    site,
-                )[layer_index]
+            subset = None if config.side == "input" else index
+            target_sites = ("mlp_input",) if config.side == "input" else ("neurons", "residual")
+            target = captures.activations(target_prompts, target_sites, subset)
+            english = captures.activations(english_harmful, ("mlp_input", "residual"))
+            english_rows = {name: value.repeat(len(languages), 1, 1) for name, value in english.items()}
+            general = captures.second_moment(general_texts, site, subset) if general_texts else None
+            anchors = captures.activations(preserve_prompts or (), (site,), subset)[site] if use_anchors else None
             if config.side == "input":
                 edit, _ = solve_input_side(
-                    layer, index, target.mlp_input[layer_index],
-                    english_rows.mlp_input[layer_index], config, general, anchors,
+                    layer, index, target["mlp_input"], english_rows["mlp_input"], config, general, anchors
                 )
             else:
-                harmless = capture_activations(
-                    model, tokenizer, list(english_harmless), [layer_index], sites=("residual",),
-                    batch_size=batch_size, progress=progress,
-                )
-                directions = safety_directions(
-                    english.residual[layer_index], harmless.residual[layer_index],
-                    config.subspace_dim,
-                )
+                harmless = captures.activations(english_harmless or (), ("residual",))["residual"]
+                directions = safety_directions(english["residual"], harmless, config.subspace_dim)
                 edit, _ = solve_output_side(
-                    layer, index, target.neurons[layer_index], target.residual[layer_index],
-                    english_rows.residual[layer_index], directions, config, general, anchors,
+                    layer, index, target["neurons"], target["residual"], english_rows["residual"],
+                    directions, config, general, anchors,
                 )
             logger.info(
                 "layer %d (%s side): %d neurons, rank %d, explains %.3f of the target",
@@ -418,16 +396,33 @@ def fit_edit(
     return SparseEdit(fitted, model_id=model_id, hyperparameters=hyper)
 
 
-def _repeat_rows(acts: Activations, times: int) -> Activations:
-    """Tile every captured tensor ``times`` along the prompt axis (English rows per language)."""
-    def tile(mapping: dict[int, Tensor]) -> dict[int, Tensor]:
-        return {layer: value.repeat(times, 1, 1) for layer, value in mapping.items()}
+class _Captures:
+    """The activations one layer's fit reads, from an :class:`ActivationCache` or captured directly."""
 
-    return Activations(
-        layers=acts.layers,
-        positions=acts.positions,
-        mlp_input=tile(acts.mlp_input),
-        neurons=tile(acts.neurons),
-        residual=tile(acts.residual),
-        suffix_ids=acts.suffix_ids,
-    )
+    def __init__(
+        self, model: nn.Module, tokenizer: Any, layer: int, cache: ActivationCache | None,
+        batch_size: int, progress: bool,
+    ) -> None:
+        self.model, self.tokenizer, self.layer, self.cache = model, tokenizer, layer, cache
+        self.options: dict[str, Any] = {"batch_size": batch_size, "progress": progress}
+
+    def activations(
+        self, prompts: Sequence[str], sites: tuple[str, ...], neurons: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Return ``site -> (n_prompts, n_pos, width)`` at this layer; ``neurons`` subsets that site."""
+        if self.cache is not None:
+            return self.cache.activations(prompts, self.layer, sites, neurons=neurons)
+        subset = {self.layer: neurons} if neurons is not None and "neurons" in sites else None
+        captured = capture_activations(
+            self.model, self.tokenizer, list(prompts), [self.layer], sites=sites, neuron_subset=subset, **self.options
+        )
+        return {site: captured.site(site)[self.layer] for site in sites}
+
+    def second_moment(self, texts: Sequence[str], site: str, neurons: Tensor | None = None) -> SecondMoments:
+        """Return the second moment of ``site`` at this layer over every token of ``texts``."""
+        if self.cache is not None:
+            return self.cache.second_moment(texts, self.layer, site, neurons=neurons)
+        subset = {self.layer: neurons} if neurons is not None else None
+        return accumulate_second_moments(
+            self.model, self.tokenizer, list(texts), [self.layer], site=site, neuron_subset=subset, **self.options
+        )[self.layer]
