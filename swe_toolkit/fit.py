@@ -39,7 +39,7 @@ from .capture import SecondMoments, accumulate_second_moments, capture_activatio
 from .edit import LayerEdit, Side, SparseEdit, make_layer_edit
 from .errors import ConfigurationError, ShapeError
 from .models.adapters import LayerMLP, get_adapter
-from .solver import EditSolution, solve_edit
+from .solver import EditSolution, compact_factors, solve_edit
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +197,9 @@ def solve_input_side(
     residual = weights @ (x_en - x)
     solution = _solve(x, residual, config, general, anchors)
     info = _solution_info(solution, x.shape[1])
-    edit = make_layer_edit(layer, "input", index, solution.left, solution.right, info)
+    # The factors keep the rank bound; the edit stores only the components it needs.
+    left, right = compact_factors(solution.left, solution.right)
+    edit = make_layer_edit(layer, "input", index, left, right, info)
     return edit, solution
 
 
@@ -243,7 +245,9 @@ def solve_output_side(
     target = config.gain * basis @ (basis.T @ gap)
     solution = _solve(x, target, config, general, anchors)
     info = _solution_info(solution, x.shape[1])
-    edit = make_layer_edit(layer, "output", index, solution.left, solution.right, info)
+    # The factors keep the rank bound; the edit stores only the components it needs.
+    left, right = compact_factors(solution.left, solution.right)
+    edit = make_layer_edit(layer, "output", index, left, right, info)
     return edit, solution
 
 
@@ -277,6 +281,7 @@ def _solution_info(solution: EditSolution, num_columns: int) -> dict[str, Any]:
         "explained_fraction": explained,
         "condition_number": solution.condition_number,
         "num_columns": num_columns,
+        "rank_bound": solution.rank,
     }
 
 

@@ -24,6 +24,7 @@ from swe_toolkit.errors import ConfigurationError, NumericalError, ShapeError
 
 __all__ = [
     "EditSolution",
+    "compact_factors",
     "edit_objective",
     "nullspace_basis",
     "nullspace_projector",
@@ -377,6 +378,43 @@ def _rank_r_factors(
     if basis is not None:
         right = right @ basis.mT
     return left, right, _singular_values_from_gram(eigenvalues)
+
+
+def compact_factors(left: Tensor, right: Tensor, rtol: float = 1e-10) -> tuple[Tensor, Tensor]:
+    """Rewrite the product ``left @ right`` with the smallest inner dimension it needs.
+
+    A rank bound r of :func:`solve_edit` is only an upper bound: when the target ``R`` has rank q
+    below r, the optimal edit has rank at most q too, yet its factors keep r columns. This
+    function returns factors ``(a, m)`` and ``(m, b)`` whose product equals ``left @ right`` up to
+    the dropped singular values, which are at most ``rtol`` times the largest. ``m`` is at least 1,
+    so an all-zero product comes back as one zero component.
+
+    The singular values come from an SVD of the small core of two thin QR factorizations, so the
+    product itself is never formed and they are accurate to about ``eps`` times the largest.
+    Computed in float64; the factors are returned in the dtype of ``left``.
+
+    Args:
+        left: ``(a, r)`` factor.
+        right: ``(r, b)`` factor.
+        rtol: relative threshold; singular values at or below ``rtol * sigma_1`` are dropped.
+
+    Raises:
+        ShapeError: the inner dimensions differ or a factor is not a matrix.
+        ConfigurationError: ``rtol`` is negative or not finite.
+    """
+    if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0]:
+        raise ShapeError(f"factors must be (a, r) and (r, b), got {tuple(left.shape)} and {tuple(right.shape)}")
+    if not math.isfinite(rtol) or rtol < 0:
+        raise ConfigurationError(f"rtol must be a finite number >= 0, got {rtol!r}")
+    dtype = left.dtype
+    q_left, r_left = torch.linalg.qr(left.to(torch.float64))
+    q_right, r_right = torch.linalg.qr(right.to(torch.float64).mT)
+    u, singular_values, vh = torch.linalg.svd(r_left @ r_right.mT)
+    largest = float(singular_values[0]) if singular_values.numel() else 0.0
+    num_kept = max(1, int((singular_values > rtol * largest).sum())) if largest > 0 else 1
+    new_left = q_left @ (u[:, :num_kept] * singular_values[:num_kept])
+    new_right = vh[:num_kept] @ q_right.mT
+    return new_left.to(dtype), new_right.to(dtype)
 
 
 def _singular_values_from_gram(eigenvalues: Tensor) -> Tensor:

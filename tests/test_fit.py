@@ -261,3 +261,18 @@ def test_nullspace_with_zero_alpha_fits(setup) -> None:
         progress=False,
     )
     assert edit.layers[0].rank == 2
+
+
+@pytest.mark.parametrize("subspace_dim", [1, 3])
+def test_output_edit_rank_is_subspace_dim(setup, subspace_dim: int) -> None:
+    # The target lies in the span of subspace_dim safety directions, so the edit cannot need more.
+    model, tokenizer = setup
+    config = EditConfig(side="output", rank=None, alpha=1.0, gain=2.0, subspace_dim=subspace_dim)
+    edit = fit_edit(
+        model, tokenizer, english_harmful=ENGLISH, target_harmful={"th": TARGET},
+        neurons={1: torch.arange(0, 64, 2)}, config=config, general_texts=GENERAL,
+        english_harmless=GENERAL[:6], progress=False,
+    )
+    layer_edit = edit.layers[0]
+    assert layer_edit.rank == subspace_dim
+    assert layer_edit.info["rank_bound"] == 32

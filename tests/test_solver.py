@@ -10,6 +10,7 @@ import torch
 
 from swe_toolkit.errors import ConfigurationError, NumericalError, ShapeError
 from swe_toolkit.solver import (
+    compact_factors,
     EditSolution,
     edit_objective,
     nullspace_basis,
@@ -647,3 +648,59 @@ def test_results_on_cuda_device():
             assert tensor.dtype == torch.float64
         torch.testing.assert_close(solution.delta.cpu(), reference.delta, rtol=1e-9, atol=1e-10)
         assert solution.objective == pytest.approx(reference.objective, rel=1e-9)
+
+
+def _factors_with_spectrum(a: int, b: int, r: int, values: list[float], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors (a, r) and (r, b) whose product has the given singular values (padded with zeros)."""
+    generator = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(a, len(values), generator=generator, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(b, len(values), generator=generator, dtype=torch.float64))
+    product = u @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ v.T
+    mixing = torch.randn(len(values), r, generator=generator, dtype=torch.float64)
+    left = u @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ mixing
+    right = torch.linalg.pinv(mixing) @ v.T
+    torch.testing.assert_close(left @ right, product, rtol=0, atol=1e-10)
+    return left, right
+
+
+@pytest.mark.parametrize(("a", "b", "r", "q"), [(30, 20, 12, 1), (30, 20, 12, 5), (8, 40, 16, 3), (25, 25, 6, 6)])
+def test_compact_factors_finds_the_rank(a: int, b: int, r: int, q: int) -> None:
+    values = [float(2.0**-i) for i in range(q)]
+    left, right = _factors_with_spectrum(a, b, r, values, seed=a + b + r + q)
+    new_left, new_right = compact_factors(left, right)
+    assert new_left.shape == (a, q)
+    assert new_right.shape == (q, b)
+    torch.testing.assert_close(new_left @ new_right, left @ right, rtol=0, atol=1e-10)
+    dense = torch.linalg.svdvals(left @ right)[:q]
+    torch.testing.assert_close(torch.linalg.svdvals(new_left @ new_right)[:q], dense, rtol=1e-9, atol=1e-12)
+
+
+def test_compact_factors_drops_below_rtol() -> None:
+    left, right = _factors_with_spectrum(20, 15, 10, [1.0, 1e-3, 1e-12], seed=3)
+    kept_left, kept_right = compact_factors(left, right, rtol=1e-10)
+    assert kept_left.shape[1] == 2
+    cut_left, cut_right = compact_factors(left, right, rtol=1e-2)
+    assert cut_left.shape[1] == 1
+    # Eckart-Young: the spectral error of the rank-1 product is the first dropped singular value.
+    error = torch.linalg.matrix_norm(cut_left @ cut_right - left @ right, ord=2)
+    assert abs(float(error) - 1e-3) < 1e-9
+
+
+def test_compact_factors_of_zero_keeps_one_component() -> None:
+    left, right = compact_factors(torch.zeros(5, 3, dtype=torch.float64), torch.zeros(3, 4, dtype=torch.float64))
+    assert left.shape == (5, 1)
+    assert right.shape == (1, 4)
+    assert float((left @ right).abs().max()) == 0.0
+
+
+def test_compact_factors_keeps_dtype() -> None:
+    left, right = compact_factors(torch.randn(6, 4), torch.randn(4, 5))
+    assert left.dtype == torch.float32
+    assert right.dtype == torch.float32
+
+
+def test_compact_factors_rejects_bad_input() -> None:
+    with pytest.raises(ShapeError, match=r"\(6, 4\) and \(3, 5\)"):
+        compact_factors(torch.randn(6, 4), torch.randn(3, 5))
+    with pytest.raises(ConfigurationError, match="rtol"):
+        compact_factors(torch.randn(6, 4), torch.randn(4, 5), rtol=-1.0)
