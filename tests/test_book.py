@@ -129,6 +129,19 @@ def test_built_pages_load_no_cdn_scripts(chromium: str) -> None:
                 assert marker not in tag, f"{page.relative_to(HTML)} has a script tag naming {marker}"
 
 
+COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^\"'<>\s]*")
+
+
+def test_colab_links_open_the_page_notebook(chromium: str) -> None:
+    # Links exist only when the build found a GitHub repository (book/_ext/colab_repository.py).
+    for page in sorted((HTML / "notebooks").glob("0*.html")):
+        text = page.read_text(encoding="utf-8")
+        assert "github.com/OWNER" not in text, f"{page.name} names the placeholder repository"
+        for link in COLAB_LINK.findall(text):
+            expected = rf"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/main/notebooks/{page.stem}\.ipynb"
+            assert re.fullmatch(expected, link), f"{page.name} has a Colab link to {link}"
+
+
 def test_mathjax_is_served_locally(chromium: str) -> None:
     page = (HTML / "book" / "method.html").read_text(encoding="utf-8")
     sources = [source for source in SCRIPT_SOURCE.findall(page) if "tex-mml-chtml.js" in source]
