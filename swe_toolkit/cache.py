@@ -7,17 +7,21 @@ them:
 
 * per-prompt activations are stored at full width (all ``d_ff`` neurons) and sliced to the
   neuron subset each fit requests;
-* second moments are stored per neuron subset; when a second subset of the same layer and texts
-  is asked for, the full-width moment is accumulated once and every later subset is sliced from
-  it (a full ``d_ff x d_ff`` float64 matrix takes ``8 d_ff^2`` bytes: 0.64 GB for ``d_ff = 8960``).
+* second moments are stored per neuron subset. When a second subset of the same layer and texts
+  is requested, the full-width moment is accumulated once and every later subset is sliced from
+  it. A full ``d_ff x d_ff`` float64 matrix takes ``8 d_ff^2`` bytes, 0.64 GB for ``d_ff = 8960``.
 
-A capture is only valid for the weights it was taken from. The cache hashes every parameter
-(SHA-256 of its bytes) when it stores its first entry, and before each lookup it re-hashes the
-parameters whose version counter moved since (in-place writes such as
-:meth:`swe_toolkit.edit.SparseEdit.apply` move it). An edit that was applied and reverted restores
-the bytes, so the cache stays valid; any other change empties it, with a log message. The hash
-reads every weight once (about 1 GB/s on a CPU). Forward hooks are not weights: the cache compares
-the number of registered hooks instead, so fill it with no steering hooks attached.
+A capture is only valid for the model state it was taken from. The cache hashes every parameter
+and buffer (SHA-256 of its bytes) when it stores its first entry. Before each lookup it re-hashes
+the tensors whose version counter or storage moved since: in-place torch operations such as
+:meth:`swe_toolkit.edit.SparseEdit.apply` and ``load_state_dict`` move them. An edit that was
+applied and reverted restores the bytes, so the cache stays valid. Any other change empties it,
+with a log message. The first hash reads every weight once (about 1 GB/s on a CPU). The cache also
+empties when forward hooks are added or removed (on any module or globally) or when the
+tokenizer's chat template changes.
+
+NOTE: writes through ``tensor.data`` move no version counter, so the cache cannot see them. Call
+:meth:`ActivationCache.clear` after changing weights that way.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .capture import SITES, SecondMoments, accumulate_second_moments, capture_activations
+from .capture import SITES, SecondMoments, _check_neuron_subset, accumulate_second_moments, capture_activations
 from .errors import ConfigurationError
+from .models.adapters import get_adapter
 
 __all__ = ["ActivationCache"]
 
@@ -47,8 +52,18 @@ def _digest(tensor: Tensor) -> str:
     return hashlib.sha256(raw.numpy()).hexdigest()
 
 
-def _hook_count(model: nn.Module) -> int:
-    return sum(len(module._forward_hooks) + len(module._forward_pre_hooks) for module in model.modules())
+def _hook_ids(model: nn.Module) -> frozenset[tuple[int, str, int]]:
+    """Identify every forward hook and pre-hook that can run in ``model``, global ones included."""
+    ids = {(0, "global", key) for key in torch.nn.modules.module._global_forward_hooks}
+    ids |= {(0, "global-pre", key) for key in torch.nn.modules.module._global_forward_pre_hooks}
+    for module in model.modules():
+        ids |= {(id(module), "forward", key) for key in module._forward_hooks}
+        ids |= {(id(module), "pre", key) for key in module._forward_pre_hooks}
+    return frozenset(ids)
+
+
+def _as_index(neurons: Any) -> Tensor:
+    return torch.as_tensor(neurons, dtype=torch.int64)
 
 
 class ActivationCache:
@@ -85,7 +100,8 @@ class ActivationCache:
         self._moments: dict[tuple[Any, ...], SecondMoments] = {}
         self._digests: dict[str, str] = {}
         self._versions: dict[str, tuple[int, int]] = {}
-        self._hooks = 0
+        self._hooks: frozenset[tuple[int, str, int]] = frozenset()
+        self._chat_template: Any = None
         self.hits = 0
         self.misses = 0
 
@@ -104,25 +120,28 @@ class ActivationCache:
 
     # --- validity ------------------------------------------------------------------------------
 
-    def _parameters(self) -> dict[str, Tensor]:
-        return dict(self.model.named_parameters(remove_duplicate=True))
+    def _tensors(self) -> dict[str, Tensor]:
+        tensors = {f"parameter {name}": value for name, value in self.model.named_parameters()}
+        tensors |= {f"buffer {name}": value for name, value in self.model.named_buffers()}
+        return tensors
 
     def _record_weights(self) -> None:
-        parameters = self._parameters()
-        self._digests = {name: _digest(value) for name, value in parameters.items()}
-        self._versions = {name: (value._version, value.data_ptr()) for name, value in parameters.items()}
-        self._hooks = _hook_count(self.model)
+        tensors = self._tensors()
+        self._digests = {name: _digest(value) for name, value in tensors.items()}
+        self._versions = {name: (value._version, value.data_ptr()) for name, value in tensors.items()}
+        self._hooks = _hook_ids(self.model)
+        self._chat_template = getattr(self.tokenizer, "chat_template", None)
 
     def _check_weights(self) -> None:
         """Empty the cache when the model's weights or hooks differ from when it was filled."""
         if not self._digests:
             return
-        parameters = self._parameters()
+        tensors = self._tensors()
         changed = []
-        if set(parameters) != set(self._digests):
-            changed.append("the set of parameters")
+        if set(tensors) != set(self._digests):
+            changed.append("the set of parameters and buffers")
         else:
-            for name, value in parameters.items():
+            for name, value in tensors.items():
                 state = (value._version, value.data_ptr())
                 if state == self._versions[name]:
                     continue
@@ -130,8 +149,10 @@ class ActivationCache:
                     changed.append(name)
                     break
                 self._versions[name] = state
-        if not changed and _hook_count(self.model) != self._hooks:
+        if not changed and _hook_ids(self.model) != self._hooks:
             changed.append("the forward hooks")
+        if not changed and getattr(self.tokenizer, "chat_template", None) != self._chat_template:
+            changed.append("the chat template")
         if changed:
             logger.info("the model changed since the activation cache was filled (%s); emptying it", changed[0])
             self.clear()
@@ -139,6 +160,14 @@ class ActivationCache:
     def _ensure_recorded(self) -> None:
         if not self._digests:
             self._record_weights()
+
+    def _check_layer(self, layer: int) -> int:
+        """Return ``layer`` as a non-negative index, or raise ConfigurationError."""
+        return get_adapter(self.model).layer(int(layer)).index
+
+    def _check_neurons(self, neurons: Any, layer: int) -> Tensor:
+        """Return ``neurons`` as a valid 1-D int64 index of ``layer``'s neurons."""
+        return _check_neuron_subset(get_adapter(self.model), {layer: _as_index(neurons)}, [layer])[layer].cpu()
 
     # --- lookups -------------------------------------------------------------------------------
 
@@ -159,17 +188,20 @@ class ActivationCache:
         """
         if isinstance(prompts, str) or isinstance(sites, str):
             raise ConfigurationError("prompts and sites must be sequences of strings, not a single string")
+        prompts = list(prompts)
         unknown = [site for site in sites if site not in SITES]
         if unknown:
             raise ConfigurationError(f"unknown site {unknown[0]!r}; expected one of {', '.join(SITES)}")
+        layer = self._check_layer(layer)
+        if neurons is not None and "neurons" in sites:
+            neurons = self._check_neurons(neurons, layer)
         self._check_weights()
-        layer = int(layer)
         base = (tuple(prompts), layer, positions)
         missing = [site for site in dict.fromkeys(sites) if (*base, site) not in self._activations]
         if missing:
             self.misses += 1
             captured = capture_activations(
-                self.model, self.tokenizer, list(prompts), [layer], sites=missing, positions=positions,
+                self.model, self.tokenizer, prompts, [layer], sites=missing, positions=positions,
                 batch_size=self.batch_size, progress=self.progress,
             )
             self._ensure_recorded()
@@ -191,14 +223,18 @@ class ActivationCache:
         """Return the second moment of ``site`` at ``layer`` over every token of ``texts``.
 
         ``neurons`` restricts the ``neurons`` site to a subset (the matrix rows and columns follow
-        its order). See the module docstring for when the full-width moment is accumulated.
+        its order). See the module docstring for when the full-width moment is accumulated. The
+        returned moment may be the stored one: do not modify it in place.
         """
         if isinstance(texts, str):
             raise ConfigurationError("texts must be a sequence of strings, not a single string")
+        texts = list(texts)
         if neurons is not None and site != "neurons":
             raise ConfigurationError(f"neurons applies to the 'neurons' site only, but site is {site!r}")
+        layer = self._check_layer(layer)
+        if neurons is not None:
+            neurons = self._check_neurons(neurons, layer)
         self._check_weights()
-        layer = int(layer)
         base = (tuple(texts), layer, site)
         subset = None if neurons is None else tuple(int(n) for n in neurons.tolist())
         if (*base, subset) in self._moments:
@@ -213,7 +249,7 @@ class ActivationCache:
             accumulate_full = subset is None or bool(earlier)
             index = None if accumulate_full else {layer: neurons}
             moments = accumulate_second_moments(
-                self.model, self.tokenizer, list(texts), [layer], site=site, neuron_subset=index,
+                self.model, self.tokenizer, texts, [layer], site=site, neuron_subset=index,
                 batch_size=self.batch_size, max_length=self.max_length, progress=self.progress,
             )[layer]
             self._ensure_recorded()
@@ -243,8 +279,18 @@ def _slice_moments(full: SecondMoments, neurons: Tensor) -> SecondMoments:
     )
 
 
-def check_cache(cache: ActivationCache | None, model: nn.Module) -> None:
-    """Raise :class:`ConfigurationError` when ``cache`` belongs to another model."""
-    if cache is not None and cache.model is not model:
-        raise ConfigurationError("the activation cache was made for another model; make one with ActivationCache(model, tokenizer)")
+def check_cache(cache: ActivationCache | None, model: nn.Module, tokenizer: Any) -> None:
+    """Raise :class:`ConfigurationError` unless ``cache`` is ``None`` or belongs to this model and tokenizer."""
+    if cache is None:
+        return
+    if not isinstance(cache, ActivationCache):
+        raise ConfigurationError(
+            f"cache must be an ActivationCache or None, got {type(cache).__name__}; "
+            "make one with ActivationCache(model, tokenizer)"
+        )
+    if cache.model is not model or cache.tokenizer is not tokenizer:
+        mismatch = "model" if cache.model is not model else "tokenizer"
+        raise ConfigurationError(
+            f"the activation cache was made for another {mismatch}; make one with ActivationCache(model, tokenizer)"
+        )
 

@@ -338,7 +338,7 @@ def fit_edit(
             everything afresh. Its own batch size and progress setting apply to what it captures.
     """
     _check_parallel(english_harmful, target_harmful)
-    check_cache(cache, model)
+    check_cache(cache, model, tokenizer)
     if config.side == "output" and not english_harmless:
         raise ConfigurationError("the output-side edit needs english_harmless prompts")
     use_anchors = bool(preserve_prompts) and config.preserve_weight > 0

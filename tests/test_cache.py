@@ -160,3 +160,73 @@ def test_digest_sees_every_byte() -> None:
     changed[3, 3] = 1e-3
     assert cache_module._digest(value) != cache_module._digest(changed)
     assert cache_module._digest(value) == cache_module._digest(value.clone())
+
+
+def test_cache_emptied_by_replaced_hook(setup) -> None:
+    model, tokenizer = setup
+    cache = ActivationCache(model, tokenizer, progress=False)
+    first = model.model.layers[0].register_forward_hook(lambda module, args, output: None)
+    try:
+        cache.activations(ENGLISH, 1, ("residual",))
+    finally:
+        first.remove()
+    second = model.model.layers[0].register_forward_hook(lambda module, args, output: output[0] * 2 if isinstance(output, tuple) else output * 2)
+    try:
+        cache.activations(HARMLESS, 1, ("residual",))
+        assert len(cache) == 1  # same hook count, different hook: the English entry was dropped
+    finally:
+        second.remove()
+
+
+def test_cache_emptied_by_changed_buffer(setup) -> None:
+    model, tokenizer = setup
+    cache = ActivationCache(model, tokenizer, progress=False)
+    buffers = dict(model.named_buffers())
+    assert buffers, "the tiny model has no buffer to change"
+    cache.activations(ENGLISH, 1, ("residual",))
+    with torch.no_grad():
+        next(iter(buffers.values())).mul_(1.5)
+    cache.activations(HARMLESS, 1, ("residual",))
+    assert len(cache) == 1
+
+
+def test_cache_emptied_by_new_chat_template(setup) -> None:
+    model, tokenizer = setup
+    cache = ActivationCache(model, tokenizer, progress=False)
+    cache.activations(ENGLISH, 1, ("residual",))
+    tokenizer.chat_template = tokenizer.chat_template + " "
+    cache.activations(HARMLESS, 1, ("residual",))
+    assert len(cache) == 1
+
+
+def test_cache_of_other_tokenizer_rejected(setup) -> None:
+    model, tokenizer = setup
+    cache = ActivationCache(model, make_tiny_tokenizer(), progress=False)
+    with pytest.raises(ConfigurationError, match="another tokenizer"):
+        _fit(model, tokenizer, {1: torch.arange(8)}, cache=cache)
+
+
+def test_cache_argument_must_be_a_cache(setup) -> None:
+    model, tokenizer = setup
+    with pytest.raises(ConfigurationError, match="ActivationCache or None, got bool"):
+        _fit(model, tokenizer, {1: torch.arange(8)}, cache=True)
+
+
+@pytest.mark.parametrize("neurons", [[3, 64], [3, -1], [[3, 4]], []])
+def test_invalid_neurons_rejected_by_cache(setup, neurons) -> None:
+    model, tokenizer = setup
+    cache = ActivationCache(model, tokenizer, progress=False)
+    with pytest.raises(ConfigurationError, match="neuron"):
+        cache.activations(ENGLISH, 1, ("neurons",), neurons=neurons)
+    cache.second_moment(GENERAL, 1, "neurons", neurons=torch.arange(4))
+    with pytest.raises(ConfigurationError, match="neuron"):
+        cache.second_moment(GENERAL, 1, "neurons", neurons=neurons)
+
+
+def test_generator_prompts_are_captured(setup) -> None:
+    model, tokenizer = setup
+    cache = ActivationCache(model, tokenizer, progress=False)
+    from_generator = cache.activations((prompt for prompt in ENGLISH), 1, ("residual",))["residual"]
+    assert from_generator.shape[0] == len(ENGLISH)
+    moment = cache.second_moment((text for text in GENERAL), 1, "mlp_input")
+    assert moment.count > 0
