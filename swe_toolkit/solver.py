@@ -399,13 +399,17 @@ def compact_factors(left: Tensor, right: Tensor, rtol: float = 1e-10) -> tuple[T
         rtol: relative threshold; singular values at or below ``rtol * sigma_1`` are dropped.
 
     Raises:
-        ShapeError: the inner dimensions differ or a factor is not a matrix.
-        ConfigurationError: ``rtol`` is negative or not finite.
+        ShapeError: a factor is not a matrix, has a zero dimension, or the inner dimensions differ.
+        ConfigurationError: a factor is not floating point, or ``rtol`` is outside ``[0, 1)``.
     """
-    if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0]:
-        raise ShapeError(f"factors must be (a, r) and (r, b), got {tuple(left.shape)} and {tuple(right.shape)}")
-    if not math.isfinite(rtol) or rtol < 0:
-        raise ConfigurationError(f"rtol must be a finite number >= 0, got {rtol!r}")
+    if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0] or 0 in (*left.shape, right.shape[1]):
+        raise ShapeError(
+            f"factors must be (a, r) and (r, b) with a, r, b >= 1, got {tuple(left.shape)} and {tuple(right.shape)}"
+        )
+    if not (left.is_floating_point() and right.is_floating_point()):
+        raise ConfigurationError(f"factors must be floating point, got {left.dtype} and {right.dtype}")
+    if not math.isfinite(rtol) or not 0 <= rtol < 1:
+        raise ConfigurationError(f"rtol must be a number in [0, 1), got {rtol!r}")
     dtype = left.dtype
     q_left, r_left = torch.linalg.qr(left.to(torch.float64))
     q_right, r_right = torch.linalg.qr(right.to(torch.float64).mT)

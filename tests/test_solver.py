@@ -702,5 +702,12 @@ def test_compact_factors_keeps_dtype() -> None:
 def test_compact_factors_rejects_bad_input() -> None:
     with pytest.raises(ShapeError, match=r"\(6, 4\) and \(3, 5\)"):
         compact_factors(torch.randn(6, 4), torch.randn(3, 5))
-    with pytest.raises(ConfigurationError, match="rtol"):
-        compact_factors(torch.randn(6, 4), torch.randn(4, 5), rtol=-1.0)
+    with pytest.raises(ShapeError, match=r"\(0, 3\)"):
+        compact_factors(torch.randn(0, 3), torch.randn(3, 5))
+    with pytest.raises(ShapeError, match=r"\(6, 0\)"):
+        compact_factors(torch.randn(6, 0), torch.randn(0, 5))
+    with pytest.raises(ConfigurationError, match="int64"):
+        compact_factors(torch.ones(6, 4, dtype=torch.int64), torch.ones(4, 5, dtype=torch.int64))
+    for rtol in (-1.0, 1.0, float("nan")):
+        with pytest.raises(ConfigurationError, match="rtol"):
+            compact_factors(torch.randn(6, 4), torch.randn(4, 5), rtol=rtol)
