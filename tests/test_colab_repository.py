@@ -21,7 +21,17 @@ VARIABLE = colab_repository.ENVIRONMENT_VARIABLE
         ("https://github.com/some-org/swe_toolkit", "https://github.com/some-org/swe_toolkit"),
         ("https://github.com/some-org/swe_toolkit.git", "https://github.com/some-org/swe_toolkit"),
         ("https://github.com/some-org/swe_toolkit/", "https://github.com/some-org/swe_toolkit"),
-        ("git@github.com:a.b/swe-toolkit.git", "https://github.com/a.b/swe-toolkit"),
+        ("git@github.com:a-b/swe-toolkit.git", "https://github.com/a-b/swe-toolkit"),
+        ("HTTPS://GitHub.com/a/b.GIT", "https://github.com/a/b"),
+        ("http://www.github.com/a/b//", "https://github.com/a/b"),
+        ("https://github.com:443/a/b", "https://github.com/a/b"),
+        ("ssh://git@github.com:22/a/b.git", "https://github.com/a/b"),
+        ("https://x-access-token:secret@github.com/a/b.git", "https://github.com/a/b"),
+        ("https://github.com/a/..", None),
+        ("https://github.com/../b", None),
+        ("https://github.com/a.b/c", None),
+        ("https://github.com/ä/b", None),
+        ("https://github.com.evil.com/a/b", None),
         ("ssh://git@github.com/a/b.git", "https://github.com/a/b"),
         ("https://gitlab.com/a/b", None),
         ("/srv/git/swe_toolkit", None),
@@ -60,6 +70,19 @@ def test_no_repository_without_github_origin(tmp_path: Path) -> None:
 def test_bad_environment_value_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not-a-url"):
         colab_repository.repository_url(tmp_path, {VARIABLE: "not-a-url"})
+
+
+def test_credentials_are_masked_in_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        colab_repository.repository_url(tmp_path, {VARIABLE: "https://user:ghs_SECRET@gitlab.com/a/b"})
+    assert "ghs_SECRET" not in str(raised.value)
+    assert "***@gitlab.com" in str(raised.value)
+
+
+def test_none_turns_the_buttons_off(tmp_path: Path) -> None:
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "remote", "add", "origin", "git@github.com:someone/swe_toolkit.git")
+    assert colab_repository.repository_url(tmp_path, {VARIABLE: "None"}) is None
 
 
 class _Config:

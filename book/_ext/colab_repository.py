@@ -4,12 +4,13 @@ A Colab button opens a notebook from a GitHub repository, so the book needs that
 URL. It is not written in ``_config.yml``, because every fork and mirror has its own. At build
 time this extension takes it from, in order:
 
-1. the environment variable ``SWE_TOOLKIT_REPOSITORY_URL`` (``https://github.com/ACCOUNT/NAME``);
+1. the environment variable ``SWE_TOOLKIT_REPOSITORY_URL`` (``https://github.com/ACCOUNT/NAME``,
+   or ``none`` for no Colab buttons);
 2. the ``origin`` remote of the git checkout the book is built from, when it is on GitHub.
 
 With neither, the pages are built without Colab buttons (a button to a wrong repository would
 open a 404 page), and the build logs how to add them. A URL that is not a GitHub repository
-URL stops the build with an error that names it.
+URL stops the build with an error that names it, with any credentials in it masked.
 """
 
 from __future__ import annotations
@@ -27,13 +28,21 @@ from sphinx.util import logging
 logger = logging.getLogger(__name__)
 
 ENVIRONMENT_VARIABLE = "SWE_TOOLKIT_REPOSITORY_URL"
-_GITHUB = re.compile(r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)([\w.-]+)/([\w.-]+?)(?:\.git)?/?$")
+# GitHub account names are ASCII letters, digits and hyphens; repository names may add . and _.
+_GITHUB = re.compile(
+    r"^(?:(?:https?|ssh)://(?:[^@/\s]+@)?(?:www\.)?github\.com(?::\d+)?/|git@github\.com:)"
+    r"([A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)/([A-Za-z0-9._-]+?)(?:\.git)?/*$",
+    re.IGNORECASE,
+)
+_CREDENTIALS = re.compile(r"(?<=://)[^@/\s]+@")
 
 
 def github_url(remote: str) -> str | None:
     """Return ``https://github.com/ACCOUNT/NAME`` for a GitHub remote URL, else ``None``."""
     match = _GITHUB.match(remote.strip())
-    return f"https://github.com/{match.group(1)}/{match.group(2)}" if match else None
+    if match is None or match.group(2) in (".", ".."):
+        return None
+    return f"https://github.com/{match.group(1)}/{match.group(2)}"
 
 
 def _origin(folder: Path) -> str:
@@ -50,12 +59,15 @@ def _origin(folder: Path) -> str:
 def repository_url(folder: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
     """Return the repository URL for the book in ``folder`` (see the module docstring)."""
     configured = environ.get(ENVIRONMENT_VARIABLE, "").strip()
+    if configured.lower() == "none":
+        return None
     if configured:
         url = github_url(configured)
         if url is None:
+            masked = _CREDENTIALS.sub("***@", configured)
             raise ConfigError(
-                f"{ENVIRONMENT_VARIABLE}={configured!r} is not a GitHub repository URL; "
-                "use the form https://github.com/ACCOUNT/NAME"
+                f"{ENVIRONMENT_VARIABLE}={masked!r} is not a GitHub repository URL; "
+                "use the form https://github.com/ACCOUNT/NAME, or none for no Colab buttons"
             )
         return url
     return github_url(_origin(folder))
