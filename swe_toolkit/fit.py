@@ -196,11 +196,7 @@ def solve_input_side(
     x_en = _columns(english_inputs).to(device=device, dtype=torch.float64)
     residual = weights @ (x_en - x)
     solution = _solve(x, residual, config, general, anchors)
-    info = _solution_info(solution, x.shape[1])
-    # The factors keep the rank bound; the edit stores only the components it needs.
-    left, right = compact_factors(solution.left, solution.right)
-    edit = make_layer_edit(layer, "input", index, left, right, info)
-    return edit, solution
+    return _layer_edit(layer, "input", index, solution, x.shape[1]), solution
 
 
 def solve_output_side(
@@ -244,11 +240,7 @@ def solve_output_side(
     basis = directions.to(device=device, dtype=torch.float64)
     target = config.gain * basis @ (basis.T @ gap)
     solution = _solve(x, target, config, general, anchors)
-    info = _solution_info(solution, x.shape[1])
-    # The factors keep the rank bound; the edit stores only the components it needs.
-    left, right = compact_factors(solution.left, solution.right)
-    edit = make_layer_edit(layer, "output", index, left, right, info)
-    return edit, solution
+    return _layer_edit(layer, "output", index, solution, x.shape[1]), solution
 
 
 def _solve(
@@ -271,6 +263,12 @@ def _solve(
         constraint=config.constraint,
         null_threshold=config.null_threshold,
     )
+
+
+def _layer_edit(layer: LayerMLP, side: Side, index: Tensor, solution: EditSolution, num_columns: int) -> LayerEdit:
+    """Build the layer's edit from a solution, stored at the rank it needs rather than the bound."""
+    left, right = compact_factors(solution.left, solution.right)
+    return make_layer_edit(layer, side, index, left, right, _solution_info(solution, num_columns))
 
 
 def _solution_info(solution: EditSolution, num_columns: int) -> dict[str, Any]:
